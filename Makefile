@@ -1,0 +1,53 @@
+# vpnfleet: a control plane for fleets of self-hosted VPN servers.
+# Everything builds from the Go module proxy; nothing is installed by hand.
+
+GO      ?= go
+BIN     := $(CURDIR)/bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/vpnfleet/vpnfleet/shared/version.Version=$(VERSION)
+# Every module of the workspace (a bare `go test ./...` does not work at a
+# workspace root).
+MODULES  = $(shell $(GO) list -m -f '{{.Dir}}')
+PKGS     = $(addsuffix /...,$(MODULES))
+# Binaries and where their main packages live.
+CMDS := ./services/vpnd/cmd/vpnd \
+        ./services/gateway/cmd/vpn-gateway \
+        ./services/health/cmd/vpn-health
+# Extra arguments for `make run`, e.g. make run ARGS="--log-level debug".
+ARGS ?=
+TEST_TIMEOUT ?= 25m
+BENCH ?= .
+BENCHTIME ?= 1x
+
+.PHONY: all build run test bench lint fmt clean
+
+all: build
+
+## build: every binary into bin/
+build:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
+
+## run: build and start vpnd (embedded NATS, API on http://127.0.0.1:8080, data in ./data)
+run: build
+	@echo "vpnd: starting; API on http://127.0.0.1:8080 (GET /healthz, /readyz), data in ./data. Ctrl-C stops it."
+	$(BIN)/vpnd $(ARGS)
+
+## test: all modules, with the race detector
+test:
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+## bench: Go benchmarks of every module (results go to docs/BENCHMARKS.md by hand, with date and machine)
+bench:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -timeout 60m $(PKGS)
+
+## lint: go vet and gofmt over every module; fails on any finding
+lint:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+fmt:
+	gofmt -w $(MODULES)
+
+clean:
+	rm -rf $(BIN)

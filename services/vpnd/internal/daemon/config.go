@@ -1,0 +1,90 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+)
+
+// Config is vpnd's configuration. Flags, env (VPN_*) and an optional TOML
+// file fill it; see config.Load for precedence.
+type Config struct {
+	DataDir      string        `flag:"data-dir" env:"VPN_DATA_DIR" help:"directory for the JetStream store and local state"`
+	HTTPAddr     string        `flag:"http-addr" env:"VPN_HTTP_ADDR" help:"address of the HTTP API (gateway)"`
+	NATSURL      string        `flag:"nats-url" env:"VPN_NATS_URL" help:"use this external NATS (cluster) instead of the embedded server"`
+	NATSCreds    string        `flag:"nats-creds" env:"VPN_NATS_CREDS" help:"NATS credentials file for --nats-url"`
+	NATSListen   string        `flag:"nats-listen" env:"VPN_NATS_LISTEN" help:"client address of the embedded NATS server, so agents on other hosts can join (empty: in-process only)"`
+	SyncInterval time.Duration `flag:"nats-sync-interval" env:"VPN_NATS_SYNC_INTERVAL" help:"embedded JetStream fsync interval; 0 syncs before every acknowledgement (durable)"`
+	Replicas     int           `flag:"replicas" env:"VPN_REPLICAS" help:"replicas of streams and buckets (1 here; 3 on a NATS cluster)"`
+	LogLevel     string        `flag:"log-level" env:"VPN_LOG_LEVEL" help:"debug, info, warn or error"`
+	OTLPEndpoint string        `flag:"otlp-endpoint" env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP/HTTP trace endpoint (empty: tracing off)"`
+}
+
+// Defaults returns vpnd's defaults: data in ./data, the API on
+// 127.0.0.1:8080, the embedded NATS on 127.0.0.1:4222, durable sync.
+func Defaults() Config {
+	return Config{
+		DataDir:    "./data",
+		HTTPAddr:   "127.0.0.1:8080",
+		NATSListen: "127.0.0.1:4222",
+		Replicas:   1,
+		LogLevel:   "info",
+	}
+}
+
+// Validate checks fields on their own; the data dir is checked by
+// prepareDataDir because that touches the disk.
+func (c *Config) Validate() error {
+	var fe []errs.FieldError
+	if c.DataDir == "" {
+		fe = append(fe, errs.FieldError{Field: "data_dir", Rule: "must be set"})
+	}
+	if c.HTTPAddr == "" {
+		fe = append(fe, errs.FieldError{Field: "http_addr", Rule: "must be set"})
+	}
+	if c.SyncInterval < 0 {
+		fe = append(fe, errs.FieldError{Field: "nats_sync_interval", Rule: "must not be negative"})
+	}
+	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		fe = append(fe, errs.FieldError{Field: "replicas", Rule: "must be 1, 3 or 5"})
+	}
+	if c.NATSURL == "" && c.Replicas != 1 {
+		fe = append(fe, errs.FieldError{Field: "replicas", Rule: "must be 1 with the embedded NATS server (use --nats-url for a cluster)"})
+	}
+	return errs.Fields(fe...)
+}
+
+// prepareDataDir creates the data dir (0700) and proves it is writable, so
+// an unusable dir fails at start with one clear line instead of deep inside
+// JetStream.
+func prepareDataDir(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", errs.New(errs.Invalid, "data dir %s: %v", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return "", errs.New(errs.Invalid, "data dir %s cannot be created: %v", abs, unwrap(err))
+	}
+	f, err := os.CreateTemp(abs, ".write-test-*")
+	if err != nil {
+		return "", errs.New(errs.Invalid, "data dir %s is not writable: %v", abs, unwrap(err))
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return "", fmt.Errorf("removing %s: %w", name, err)
+	}
+	return abs, nil
+}
+
+func unwrap(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

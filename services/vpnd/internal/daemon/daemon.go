@@ -1,0 +1,142 @@
+// Package daemon is vpnd: one process that runs the embedded NATS
+// JetStream server (or joins an external one with --nats-url), provisions
+// every stream and bucket, and runs every service core on one connection,
+// with the gateway's HTTP API in front.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vpnfleet/vpnfleet/services/gateway"
+	"github.com/vpnfleet/vpnfleet/shared/bus"
+	"github.com/vpnfleet/vpnfleet/shared/config"
+	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/natsserver"
+	"github.com/vpnfleet/vpnfleet/shared/probe"
+	"github.com/vpnfleet/vpnfleet/shared/svc"
+	"github.com/vpnfleet/vpnfleet/shared/telemetry"
+	"github.com/vpnfleet/vpnfleet/shared/version"
+)
+
+// Run is vpnd's main: it returns nil after a clean shutdown when ctx ends,
+// and an Invalid error (exit 2) for bad flags, config or data dir.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cfg := Defaults()
+	if err := config.Load("vpnd", &cfg, args, getenv, stdout); err != nil {
+		return err
+	}
+	dataDir, err := prepareDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	cfg.DataDir = dataDir
+
+	log, err := telemetry.NewLogger(stdout, cfg.LogLevel, "vpnd")
+	if err != nil {
+		return err
+	}
+	log.Info("starting", logkey.Version, version.Version, logkey.Config, config.Redacted(&cfg))
+	stack := lifecycle.NewStack(log)
+	defer stack.Close(ctx, 20*time.Second)
+
+	_, stopTracing, err := telemetry.Tracing(ctx, cfg.OTLPEndpoint, "vpnd", version.Version)
+	if err != nil {
+		return err
+	}
+	stack.Push("tracing", stopTracing)
+
+	nc, natsURL, err := connect(ctx, cfg, log, stack)
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("opening jetstream: %w", err)
+	}
+	if err := bus.Provision(ctx, js, cfg.Replicas); err != nil {
+		return err
+	}
+
+	env := svc.Env{NC: nc, JS: js, Log: log, Metrics: telemetry.NewRegistry(), Probe: probe.New(), DataDir: dataDir}
+	env.Probe.Add("nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not connected (%s)", nc.Status())
+		}
+		return nil
+	})
+	env.Probe.Add("jetstream", func(ctx context.Context) error { return bus.Ready(ctx, js) })
+
+	l, err := svc.Listen(cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	gw := gateway.New(env)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return svc.ServeHTTP(gctx, l, gw.Handler(), log) })
+	log.Info("vpnd ready",
+		"gateway_url", "http://"+l.Addr().String(),
+		"nats_url", natsURL,
+		"data_dir", dataDir,
+	)
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// connect starts the embedded server (or dials --nats-url) and registers
+// their shutdown: the connection drains before the server stops.
+func connect(ctx context.Context, cfg Config, log *slog.Logger, stack *lifecycle.Stack) (*nats.Conn, string, error) {
+	if cfg.NATSURL != "" {
+		nc, err := bus.Dial(ctx, bus.DialConfig{URL: cfg.NATSURL, Creds: cfg.NATSCreds, Name: "vpnd"}, log)
+		if err != nil {
+			return nil, "", err
+		}
+		stack.Push("nats connection", func(context.Context) error { return nc.Drain() })
+		return nc, cfg.NATSURL, nil
+	}
+	srv, err := natsserver.Start(natsserver.Config{
+		DataDir:      cfg.DataDir,
+		Listen:       cfg.NATSListen,
+		SyncInterval: cfg.SyncInterval,
+	}, log.With(logkey.Component, "nats"))
+	if err != nil {
+		return nil, "", err
+	}
+	stack.PushFunc("embedded nats", srv.Shutdown)
+	nc, err := srv.Connect(nats.Name("vpnd"))
+	if err != nil {
+		return nil, "", err
+	}
+	stack.Push("nats connection", func(ctx context.Context) error { return drain(ctx, nc) })
+	return nc, srv.ClientURL(), nil
+}
+
+// drain drains nc and waits until it is closed, so every pending publish
+// and ack reaches the server before it stops.
+func drain(ctx context.Context, nc *nats.Conn) error {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		return err
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-ctx.Done():
+		nc.Close()
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,297 @@
+package daemon_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/vpnfleet/vpnfleet/services/vpnd/internal/daemon"
+	"github.com/vpnfleet/vpnfleet/shared/bus"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
+	"github.com/vpnfleet/vpnfleet/shared/waitfor"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// The HTTP client's idle keep-alive connections close lazily.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+// syncBuffer collects a run's log output safely across goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// ready is the "vpnd ready" log line.
+type ready struct {
+	Msg        string `json:"msg"`
+	GatewayURL string `json:"gateway_url"`
+	NATSURL    string `json:"nats_url"`
+}
+
+func findReady(logs string) (ready, bool) {
+	for _, line := range strings.Split(logs, "\n") {
+		var r ready
+		if json.Unmarshal([]byte(line), &r) == nil && r.Msg == "vpnd ready" {
+			return r, true
+		}
+	}
+	return ready{}, false
+}
+
+type instance struct {
+	ready
+	stop func() error
+}
+
+// start runs vpnd in-process on random ports over dataDir and waits for its
+// ready line.
+func start(t *testing.T, dataDir string) instance {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	args := []string{"--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0"}
+	go func() { done <- daemon.Run(ctx, args, func(string) string { return "" }, out) }()
+	var r ready
+	waitfor.Cond(t, 10*time.Second, func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("vpnd exited early: %v\n%s", err, out.String())
+		default:
+		}
+		var ok bool
+		if r, ok = findReady(out.String()); !ok {
+			return errors.New("no ready line yet")
+		}
+		return nil
+	})
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	return instance{ready: r, stop: stop}
+}
+
+func get(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
+}
+
+func TestServesProbesAndKeepsDataAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	v := start(t, dir)
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		if code := get(t, v.GatewayURL+path); code != http.StatusOK {
+			t.Fatalf("GET %s = %d", path, code)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	nc, err := nats.Connect(v.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	if err := bus.Ready(ctx, js); err != nil {
+		t.Fatalf("streams and buckets after start: %v", err)
+	}
+	kv, _ := js.KeyValue(ctx, subject.BucketUsers)
+	if _, err := kv.Put(ctx, "u1", []byte("alice")); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+
+	if err := v.stop(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+
+	v2 := start(t, dir)
+	nc2, err := nats.Connect(v2.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc2.Close()
+	js2, _ := jetstream.New(nc2)
+	kv2, err := js2.KeyValue(ctx, subject.BucketUsers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv2.Get(ctx, "u1")
+	if err != nil || string(e.Value()) != "alice" {
+		t.Fatalf("after restart: %v, %v", e, err)
+	}
+	if err := v2.stop(); err != nil {
+		t.Fatalf("second shutdown: %v", err)
+	}
+}
+
+func TestBadInputExitsTwoWithOneLine(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"--bogus"}, "bogus"},
+		{"unreadable config", []string{"--config", "/nonexistent/vpnd.toml"}, "/nonexistent/vpnd.toml"},
+		{"unwritable data dir", []string{"--data-dir", filepath.Join(file, "data")}, "data dir"},
+		{"bad replicas", []string{"--data-dir", t.TempDir(), "--replicas", "2"}, "replicas"},
+		{"taken http address", []string{"--data-dir", t.TempDir(), "--http-addr", "256.0.0.1:1", "--nats-listen", ""}, "256.0.0.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := daemon.Run(context.Background(), tt.args, func(string) string { return "" }, io.Discard)
+			if !errors.Is(err, errs.Invalid) {
+				t.Fatalf("err %v, want Invalid", err)
+			}
+			var stderr bytes.Buffer
+			if code := lifecycle.ExitCode(&stderr, "vpnd", err); code != 2 {
+				t.Fatalf("exit code %d, want 2", code)
+			}
+			line := stderr.String()
+			if strings.Count(line, "\n") != 1 || !strings.Contains(line, tt.want) {
+				t.Fatalf("stderr %q: want one line naming %q", line, tt.want)
+			}
+		})
+	}
+}
+
+// TestAcknowledgedWriteSurvivesKill9 runs the real vpnd binary, writes a
+// user through JetStream (acknowledged), kills the process with SIGKILL and
+// starts it again on the same data dir: the write is there.
+func TestAcknowledgedWriteSurvivesKill9(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "vpnd")
+	build := exec.Command("go", "build", "-o", bin, "github.com/vpnfleet/vpnfleet/services/vpnd/cmd/vpnd")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building vpnd: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	const writes = 200
+	proc, r := startBinary(t, bin, dir)
+	nc, err := nats.Connect(r.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, subject.BucketUsers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range writes {
+		if _, err := kv.Put(ctx, fmt.Sprintf("u%d", i), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc.Close()
+	if err := proc.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = proc.Wait()
+
+	proc2, r2 := startBinary(t, bin, dir)
+	defer func() { _ = proc2.Process.Signal(syscall.SIGTERM); _ = proc2.Wait() }()
+	nc2, err := nats.Connect(r2.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc2.Close()
+	js2, _ := jetstream.New(nc2)
+	kv2, err := js2.KeyValue(ctx, subject.BucketUsers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range writes {
+		e, err := kv2.Get(ctx, fmt.Sprintf("u%d", i))
+		if err != nil || string(e.Value()) != fmt.Sprint(i) {
+			t.Fatalf("acknowledged write u%d lost after kill -9: %v", i, err)
+		}
+	}
+	if err := proc2.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := proc2.Wait(); err != nil {
+		t.Fatalf("SIGTERM: want exit 0, got %v", err)
+	}
+}
+
+func startBinary(t *testing.T, bin, dir string) (*exec.Cmd, ready) {
+	t.Helper()
+	cmd := exec.Command(bin, "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	lines := make(chan ready, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if r, ok := findReady(sc.Text()); ok {
+				lines <- r
+			}
+		}
+	}()
+	select {
+	case r := <-lines:
+		return cmd, r
+	case <-time.After(15 * time.Second):
+		t.Fatal("vpnd binary never became ready")
+	}
+	return nil, ready{}
+}

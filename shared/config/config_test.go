@@ -1,0 +1,135 @@
+package config_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vpnfleet/vpnfleet/shared/config"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+)
+
+type group struct {
+	URL   string `flag:"url" env:"T_URL" help:"url"`
+	Token string `flag:"token" env:"T_TOKEN" secret:"true" help:"token"`
+}
+
+type testConfig struct {
+	Group   group
+	Port    int           `flag:"port" env:"T_PORT" help:"port"`
+	Wait    time.Duration `flag:"wait" env:"T_WAIT" help:"wait"`
+	Verbose bool          `flag:"verbose" env:"T_VERBOSE" help:"verbose"`
+	Tags    []string      `flag:"tags" env:"T_TAGS" help:"tags"`
+}
+
+func (c *testConfig) Validate() error {
+	if c.Port > 65535 {
+		return errs.Field("port", "must be at most 65535")
+	}
+	return nil
+}
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPrecedence(t *testing.T) {
+	file := writeFile(t, "url = \"file\"\nport = 2\nwait = \"3s\"\ntags = [\"a\", \"b\"]\n")
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want testConfig
+	}{
+		{"defaults", nil, nil, testConfig{Group: group{URL: "default"}, Port: 1}},
+		{"file over defaults", []string{"--config", file}, nil,
+			testConfig{Group: group{URL: "file"}, Port: 2, Wait: 3 * time.Second, Tags: []string{"a", "b"}}},
+		{"env over file", []string{"--config", file}, map[string]string{"T_URL": "env", "T_TAGS": "x, y"},
+			testConfig{Group: group{URL: "env"}, Port: 2, Wait: 3 * time.Second, Tags: []string{"x", "y"}}},
+		{"flag over env", []string{"--config", file, "--url=flag", "--verbose"}, map[string]string{"T_URL": "env"},
+			testConfig{Group: group{URL: "flag"}, Port: 2, Wait: 3 * time.Second, Verbose: true, Tags: []string{"a", "b"}}},
+		{"config path from env", nil, map[string]string{"VPN_CONFIG": file},
+			testConfig{Group: group{URL: "file"}, Port: 2, Wait: 3 * time.Second, Tags: []string{"a", "b"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := testConfig{Group: group{URL: "default"}, Port: 1}
+			if err := config.Load("t", &c, tt.args, env(tt.env), &bytes.Buffer{}); err != nil {
+				t.Fatal(err)
+			}
+			if c.Group != tt.want.Group || c.Port != tt.want.Port || c.Wait != tt.want.Wait ||
+				c.Verbose != tt.want.Verbose || strings.Join(c.Tags, ",") != strings.Join(tt.want.Tags, ",") {
+				t.Fatalf("got %+v, want %+v", c, tt.want)
+			}
+		})
+	}
+}
+
+func TestBadInputIsInvalidAndNamesTheProblem(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		file string
+		want string
+	}{
+		{"unknown flag", []string{"--nope"}, nil, "", "-nope"},
+		{"stray argument", []string{"extra"}, nil, "", `"extra"`},
+		{"bad int flag", []string{"--port=x"}, nil, "", "--port"},
+		{"bad duration env", nil, map[string]string{"T_WAIT": "soon"}, "", "T_WAIT"},
+		{"unreadable file", []string{"--config", "/nonexistent/c.toml"}, nil, "", "/nonexistent/c.toml"},
+		{"unknown key", nil, nil, "colour = 1\n", `"colour"`},
+		{"malformed toml", nil, nil, "url = \n", "parsing config file"},
+		{"validation", []string{"--port=70000"}, nil, "", "port: must be at most 65535"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if tt.file != "" {
+				args = append(args, "--config", writeFile(t, tt.file))
+			}
+			var c testConfig
+			err := config.Load("t", &c, args, env(tt.env), &bytes.Buffer{})
+			if !errors.Is(err, errs.Invalid) {
+				t.Fatalf("err %v, want Invalid", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err %q does not name %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("err spans lines: %q", err)
+			}
+		})
+	}
+}
+
+func TestHelpPrintsUsage(t *testing.T) {
+	var out bytes.Buffer
+	var c testConfig
+	err := config.Load("t", &c, []string{"-h"}, env(nil), &out)
+	if !errors.Is(err, config.ErrHelp) {
+		t.Fatalf("err %v, want ErrHelp", err)
+	}
+	if !strings.Contains(out.String(), "--port") || !strings.Contains(out.String(), "env T_PORT") {
+		t.Fatalf("usage lacks flags and env names:\n%s", out.String())
+	}
+}
+
+func TestRedactedMasksSecrets(t *testing.T) {
+	c := testConfig{Group: group{URL: "u", Token: "s3cret"}, Wait: time.Second}
+	r := config.Redacted(&c)
+	if r["token"] != "***" || r["url"] != "u" || r["wait"] != "1s" {
+		t.Fatalf("redacted %v", r)
+	}
+}

@@ -1,0 +1,114 @@
+package svc
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vpnfleet/vpnfleet/shared/bus"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/probe"
+	"github.com/vpnfleet/vpnfleet/shared/telemetry"
+)
+
+// Config is the part of configuration every service binary shares. Binaries
+// embed it in their own Config struct.
+type Config struct {
+	NATSURL      string `flag:"nats-url" env:"VPN_NATS_URL" help:"NATS server URL(s), comma-separated"`
+	NATSCreds    string `flag:"nats-creds" env:"VPN_NATS_CREDS" help:"NATS credentials file"`
+	OpsAddr      string `flag:"ops-addr" env:"VPN_OPS_ADDR" help:"address serving /healthz, /readyz and /metrics (empty: none)"`
+	LogLevel     string `flag:"log-level" env:"VPN_LOG_LEVEL" help:"debug, info, warn or error"`
+	OTLPEndpoint string `flag:"otlp-endpoint" env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP/HTTP trace endpoint (empty: tracing off)"`
+	Replicas     int    `flag:"replicas" env:"VPN_REPLICAS" help:"replicas of provisioned streams and buckets (1, or 3 on a cluster)"`
+	Provision    bool   `flag:"provision" env:"VPN_PROVISION" help:"create or update streams and buckets at start"`
+}
+
+// Defaults returns the shared defaults for a service whose ops endpoint
+// listens on opsAddr.
+func Defaults(opsAddr string) Config {
+	return Config{
+		NATSURL:   "nats://127.0.0.1:4222",
+		OpsAddr:   opsAddr,
+		LogLevel:  "info",
+		Replicas:  1,
+		Provision: true,
+	}
+}
+
+// Validate checks the shared fields.
+func (c Config) Validate() error {
+	var fe []errs.FieldError
+	if c.NATSURL == "" {
+		fe = append(fe, errs.FieldError{Field: "nats_url", Rule: "must be set"})
+	}
+	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		fe = append(fe, errs.FieldError{Field: "replicas", Rule: "must be 1, 3 or 5"})
+	}
+	return errs.Fields(fe...)
+}
+
+// Standalone runs core as its own process: logger, tracing, NATS dial,
+// provisioning, the ops HTTP endpoint, then core until ctx ends, then an
+// ordered shutdown. name is the binary's name; version is reported in
+// traces and logs.
+func Standalone(ctx context.Context, name, version string, cfg Config, stdout io.Writer, core Core) error {
+	log, err := telemetry.NewLogger(stdout, cfg.LogLevel, name)
+	if err != nil {
+		return err
+	}
+	stack := lifecycle.NewStack(log)
+	defer stack.Close(ctx, 15*time.Second)
+
+	_, stopTracing, err := telemetry.Tracing(ctx, cfg.OTLPEndpoint, name, version)
+	if err != nil {
+		return err
+	}
+	stack.Push("tracing", stopTracing)
+
+	nc, err := bus.Dial(ctx, bus.DialConfig{URL: cfg.NATSURL, Creds: cfg.NATSCreds, Name: name}, log)
+	if err != nil {
+		return err
+	}
+	stack.Push("nats", func(context.Context) error { return nc.Drain() })
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("opening jetstream: %w", err)
+	}
+	if cfg.Provision {
+		if err := bus.Provision(ctx, js, cfg.Replicas); err != nil {
+			return err
+		}
+	}
+
+	env := Env{NC: nc, JS: js, Log: log, Metrics: telemetry.NewRegistry(), Probe: probe.New()}
+	env.Probe.Add("nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not connected (%s)", nc.Status())
+		}
+		return nil
+	})
+	env.Probe.Add("jetstream", func(ctx context.Context) error { return bus.Ready(ctx, js) })
+
+	g, gctx := errgroup.WithContext(ctx)
+	if cfg.OpsAddr != "" {
+		l, err := Listen(cfg.OpsAddr)
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		env.Probe.Register(mux)
+		mux.Handle("GET /metrics", telemetry.MetricsHandler(env.Metrics))
+		log.Info("ops endpoint listening", logkey.Addr, l.Addr().String())
+		g.Go(func() error { return ServeHTTP(gctx, l, mux, log) })
+	}
+	g.Go(func() error { return core(gctx, env) })
+	log.Info("started", logkey.Version, version)
+	return g.Wait()
+}

@@ -1,0 +1,80 @@
+// Package telemetry sets up the three signals every binary emits: JSON logs
+// through log/slog, Prometheus metrics on its own registry, and OpenTelemetry
+// traces exported over OTLP when an endpoint is configured (and a no-op
+// tracer, at no cost, when not).
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	sdkresource "go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
+)
+
+// NewLogger returns a JSON logger at the named level (debug, info, warn,
+// error) tagged with the service name.
+func NewLogger(w io.Writer, level, service string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, errs.Field("log_level", "must be one of debug, info, warn, error")
+	}
+	h := slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})
+	return slog.New(h).With(logkey.Service, service), nil
+}
+
+// NewRegistry returns a Prometheus registry with the Go runtime and process
+// collectors; each binary registers its own metrics on it.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// MetricsHandler serves reg in the Prometheus exposition format.
+func MetricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// Tracing installs the global tracer provider and the W3C trace-context
+// propagator. With an empty endpoint it installs a no-op provider; with one
+// it exports spans over OTLP/HTTP. The returned func flushes and stops the
+// exporter.
+func Tracing(ctx context.Context, endpoint, service, version string) (trace.TracerProvider, func(context.Context) error, error) {
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	if endpoint == "" {
+		tp := noop.NewTracerProvider()
+		otel.SetTracerProvider(tp)
+		return tp, func(context.Context) error { return nil }, nil
+	}
+	opts := []otlptracehttp.Option{}
+	if strings.HasPrefix(endpoint, "http://") || strings.HasPrefix(endpoint, "https://") {
+		opts = append(opts, otlptracehttp.WithEndpointURL(endpoint))
+	} else {
+		opts = append(opts, otlptracehttp.WithEndpoint(endpoint), otlptracehttp.WithInsecure())
+	}
+	exp, err := otlptracehttp.New(ctx, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating otlp exporter for %s: %w", endpoint, err)
+	}
+	res := sdkresource.NewSchemaless(semconv.ServiceName(service), semconv.ServiceVersion(version))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	otel.SetTracerProvider(tp)
+	return tp, tp.Shutdown, nil
+}
