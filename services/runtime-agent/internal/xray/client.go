@@ -1,0 +1,398 @@
+package xray
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	handlercmd "github.com/xtls/xray-core/app/proxyman/command"
+	statscmd "github.com/xtls/xray-core/app/stats/command"
+	"github.com/xtls/xray-core/common/protocol"
+	"github.com/xtls/xray-core/common/serial"
+	"github.com/xtls/xray-core/core"
+	xhttp "github.com/xtls/xray-core/proxy/http"
+	"github.com/xtls/xray-core/proxy/shadowsocks_2022"
+	"github.com/xtls/xray-core/proxy/socks"
+	"github.com/xtls/xray-core/proxy/vless"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Log attribute keys, defined once.
+const (
+	logKeyTag   = "tag"
+	logKeyUser  = "user"
+	logKeyUsers = "users"
+	logKeyErr   = "err"
+)
+
+// Client drives one running Xray through its gRPC API. It is safe for
+// concurrent use.
+//
+// VLESS and Shadowsocks-2022 users change with AlterInbound. Xray's SOCKS5
+// and HTTP inbounds do not implement user management, so for them Client
+// reads the inbound's current config (ListInbounds), changes its accounts
+// and replaces that one inbound (RemoveInbound + AddInbound). The listener
+// of that inbound is closed and reopened within milliseconds; connections in
+// flight keep running; other inbounds are untouched and Xray is never
+// restarted.
+//
+// Every change is idempotent: adding a user that is there (by id) and
+// removing one that is not both succeed. Adding does not compare
+// credentials: to change a user's credentials, remove it and add it again.
+type Client struct {
+	conn    *grpc.ClientConn
+	handler handlercmd.HandlerServiceClient
+	stats   statscmd.StatsServiceClient
+	log     *slog.Logger
+
+	// replaceMu serialises inbound replacements, which read, change and
+	// write a whole inbound and would lose each other's changes if they
+	// interleaved.
+	replaceMu sync.Mutex
+}
+
+// NewClient returns a client for the Xray API at addr (a loopback ip:port,
+// as in Spec.APIListen). It does not connect: the first call does, so a
+// client can be made before Xray is up. Close it when done.
+func NewClient(addr string, logger *slog.Logger) (*Client, error) {
+	if _, err := netip.ParseAddrPort(addr); err != nil {
+		return nil, errs.Field("api_listen", "must be ip:port")
+	}
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("creating xray api client for %s: %w", addr, err)
+	}
+	return &Client{
+		conn:    conn,
+		handler: handlercmd.NewHandlerServiceClient(conn),
+		stats:   statscmd.NewStatsServiceClient(conn),
+		log:     logger,
+	}, nil
+}
+
+// Close releases the connection.
+func (c *Client) Close() error {
+	if err := c.conn.Close(); err != nil {
+		return fmt.Errorf("closing xray api client: %w", err)
+	}
+	return nil
+}
+
+// Ping asks Xray for its system stats, the cheapest call that proves the
+// API answers. It fails with errs.Unavailable while Xray is not up.
+func (c *Client) Ping(ctx context.Context) error {
+	if _, err := c.stats.GetSysStats(ctx, &statscmd.SysStatsRequest{}); err != nil {
+		return classify(err, "pinging xray api")
+	}
+	return nil
+}
+
+// AddUser makes u a user of the inbound in, which describes the inbound as
+// configured (its tag, protocol and, for Shadowsocks-2022, method; its Users
+// are ignored). A user already there by id is success.
+//
+// u is checked against the inbound first (errs.Invalid): Xray itself does
+// not check a Shadowsocks-2022 key when a user is added, and one bad key
+// silently stops every later user change on that inbound from applying.
+func (c *Client) AddUser(ctx context.Context, in Inbound, u User) error {
+	return c.AddUsers(ctx, in, []User{u})
+}
+
+// AddUsers is AddUser for several users. On a SOCKS5 or HTTP inbound it
+// replaces the inbound once for all of them. It stops at the first failure;
+// users added before it stay added.
+func (c *Client) AddUsers(ctx context.Context, in Inbound, users []User) error {
+	for _, u := range users {
+		if err := in.ValidateUser(u); err != nil {
+			return fmt.Errorf("adding user %s to %s: %w", u.ID, in.Tag, err)
+		}
+	}
+	switch in.Protocol {
+	case VLESSReality, Shadowsocks2022:
+		for _, u := range users {
+			if err := c.alterUser(ctx, in, u); err != nil {
+				return err
+			}
+		}
+		return nil
+	case SOCKS5, HTTP:
+		err := c.replaceAccounts(ctx, in, func(accounts map[string]string) bool {
+			changed := false
+			for _, u := range users {
+				if _, ok := accounts[u.ID]; !ok {
+					accounts[u.ID] = u.Password
+					changed = true
+				}
+			}
+			return changed
+		})
+		if err != nil {
+			return fmt.Errorf("adding %d users to %s: %w", len(users), in.Tag, err)
+		}
+		return nil
+	}
+	return errs.Field("protocol", "unknown protocol "+string(in.Protocol))
+}
+
+func (c *Client) alterUser(ctx context.Context, in Inbound, u User) error {
+	var account proto.Message
+	switch in.Protocol {
+	case VLESSReality:
+		account = &vless.Account{Id: u.UUID, Flow: flowOf(u)}
+	case Shadowsocks2022:
+		account = &shadowsocks_2022.Account{Key: u.Key}
+	}
+	op := &handlercmd.AddUserOperation{User: &protocol.User{
+		Email:   u.ID,
+		Level:   0,
+		Account: serial.ToTypedMessage(account),
+	}}
+	_, err := c.handler.AlterInbound(ctx, &handlercmd.AlterInboundRequest{Tag: in.Tag, Operation: serial.ToTypedMessage(op)})
+	switch {
+	case err == nil:
+		c.log.DebugContext(ctx, "xray user added", logKeyTag, in.Tag, logKeyUser, u.ID)
+		return nil
+	case strings.Contains(status.Convert(err).Message(), "User "+u.ID+" already exists"):
+		return nil
+	}
+	return classify(err, fmt.Sprintf("adding user %s to %s", u.ID, in.Tag))
+}
+
+// RemoveUser removes the user with this id from the inbound in (tag and
+// protocol count). A user that is not there is success. Connections the
+// user has open are not cut; new ones fail. Xray keeps the user's traffic
+// counters.
+func (c *Client) RemoveUser(ctx context.Context, in Inbound, id string) error {
+	if id == placeholderID {
+		return errs.Field("id", "is reserved")
+	}
+	switch in.Protocol {
+	case VLESSReality, Shadowsocks2022:
+		op := &handlercmd.RemoveUserOperation{Email: id}
+		_, err := c.handler.AlterInbound(ctx, &handlercmd.AlterInboundRequest{Tag: in.Tag, Operation: serial.ToTypedMessage(op)})
+		switch {
+		case err == nil:
+			c.log.DebugContext(ctx, "xray user removed", logKeyTag, in.Tag, logKeyUser, id)
+			return nil
+		case strings.Contains(status.Convert(err).Message(), "User "+id+" not found"):
+			return nil
+		}
+		return classify(err, fmt.Sprintf("removing user %s from %s", id, in.Tag))
+	case SOCKS5, HTTP:
+		err := c.replaceAccounts(ctx, in, func(accounts map[string]string) bool {
+			if _, ok := accounts[id]; !ok {
+				return false
+			}
+			delete(accounts, id)
+			return true
+		})
+		if err != nil {
+			return fmt.Errorf("removing user %s from %s: %w", id, in.Tag, err)
+		}
+		return nil
+	}
+	return errs.Field("protocol", "unknown protocol "+string(in.Protocol))
+}
+
+// InboundUsers lists the ids of the users Xray has on the inbound in (tag
+// and protocol count), sorted. The agent's drift check compares it with the
+// desired users.
+func (c *Client) InboundUsers(ctx context.Context, in Inbound) ([]string, error) {
+	var ids []string
+	switch in.Protocol {
+	case VLESSReality, Shadowsocks2022:
+		resp, err := c.handler.GetInboundUsers(ctx, &handlercmd.GetInboundUserRequest{Tag: in.Tag})
+		if err != nil {
+			return nil, classify(err, "listing users of "+in.Tag)
+		}
+		ids = make([]string, 0, len(resp.GetUsers()))
+		for _, u := range resp.GetUsers() {
+			if u.GetEmail() != placeholderID {
+				ids = append(ids, u.GetEmail())
+			}
+		}
+	case SOCKS5, HTTP:
+		cfg, err := c.inboundConfig(ctx, in.Tag)
+		if err != nil {
+			return nil, fmt.Errorf("listing users of %s: %w", in.Tag, err)
+		}
+		_, accounts, err := accountsOf(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("listing users of %s: %w", in.Tag, err)
+		}
+		for id := range accounts {
+			if id != placeholderID {
+				ids = append(ids, id)
+			}
+		}
+	default:
+		return nil, errs.Field("protocol", "unknown protocol "+string(in.Protocol))
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Traffic is a user's byte counts since Xray started, as Xray counts them:
+// uplink is client to server.
+type Traffic struct {
+	Uplink   int64
+	Downlink int64
+}
+
+// UserTraffic reads every user's traffic counters WITHOUT resetting them,
+// keyed by user id. Counters are cumulative since Xray started, so the
+// caller derives usage as deltas: a failed or repeated read never loses or
+// double-counts bytes. A user appears from its first connection on and
+// stays after removal; a restarted Xray starts again from zero.
+func (c *Client) UserTraffic(ctx context.Context) (map[string]Traffic, error) {
+	resp, err := c.stats.QueryStats(ctx, &statscmd.QueryStatsRequest{Pattern: "user>>>", Reset_: false})
+	if err != nil {
+		return nil, classify(err, "querying user stats")
+	}
+	out := make(map[string]Traffic, len(resp.GetStat())/2)
+	for _, s := range resp.GetStat() {
+		// user>>>ID>>>traffic>>>uplink
+		parts := strings.Split(s.GetName(), ">>>")
+		if len(parts) != 4 || parts[0] != "user" || parts[2] != "traffic" || parts[1] == placeholderID {
+			continue
+		}
+		t := out[parts[1]]
+		switch parts[3] {
+		case "uplink":
+			t.Uplink = s.GetValue()
+		case "downlink":
+			t.Downlink = s.GetValue()
+		default:
+			continue
+		}
+		out[parts[1]] = t
+	}
+	return out, nil
+}
+
+// replaceAccounts applies change to the accounts of a SOCKS5 or HTTP
+// inbound and, if it changed anything, replaces the inbound with the new
+// accounts. If the new inbound cannot be added the old one is put back.
+func (c *Client) replaceAccounts(ctx context.Context, in Inbound, change func(map[string]string) bool) error {
+	c.replaceMu.Lock()
+	defer c.replaceMu.Unlock()
+
+	old, err := c.inboundConfig(ctx, in.Tag)
+	if err != nil {
+		return err
+	}
+	settings, accounts, err := accountsOf(old)
+	if err != nil {
+		return err
+	}
+	wantKind := map[Protocol]string{SOCKS5: "socks", HTTP: "http"}[in.Protocol]
+	if kind := kindOf(settings); kind != wantKind {
+		return errs.New(errs.Conflict, "inbound %s is %s in xray, not %s", in.Tag, kind, wantKind)
+	}
+	if !change(accounts) {
+		return nil
+	}
+	if len(accounts) == 0 {
+		// Never leave an inbound without an account: it would let anyone in.
+		pass, err := randomSecret(24)
+		if err != nil {
+			return err
+		}
+		accounts[placeholderID] = pass
+	}
+	next := &core.InboundHandlerConfig{
+		Tag:              old.GetTag(),
+		ReceiverSettings: old.GetReceiverSettings(),
+		ProxySettings:    serial.ToTypedMessage(settings),
+	}
+	if _, err := c.handler.RemoveInbound(ctx, &handlercmd.RemoveInboundRequest{Tag: in.Tag}); err != nil {
+		return classify(err, "removing inbound "+in.Tag+" to replace it")
+	}
+	// From here the inbound is gone: finish even if ctx ends.
+	wctx := context.WithoutCancel(ctx)
+	if _, err := c.handler.AddInbound(wctx, &handlercmd.AddInboundRequest{Inbound: next}); err != nil {
+		if _, rerr := c.handler.AddInbound(wctx, &handlercmd.AddInboundRequest{Inbound: old}); rerr != nil {
+			c.log.ErrorContext(ctx, "xray inbound lost: cannot restore it after a failed replacement",
+				logKeyTag, in.Tag, logKeyErr, rerr)
+			return classify(errors.Join(err, rerr), "replacing inbound "+in.Tag)
+		}
+		return classify(err, "replacing inbound "+in.Tag)
+	}
+	c.log.InfoContext(ctx, "xray inbound replaced with new accounts", logKeyTag, in.Tag, logKeyUsers, len(accounts))
+	return nil
+}
+
+// inboundConfig returns the config Xray runs the inbound with.
+func (c *Client) inboundConfig(ctx context.Context, tag string) (*core.InboundHandlerConfig, error) {
+	resp, err := c.handler.ListInbounds(ctx, &handlercmd.ListInboundsRequest{})
+	if err != nil {
+		return nil, classify(err, "listing inbounds")
+	}
+	for _, in := range resp.GetInbounds() {
+		if in.GetTag() == tag {
+			return in, nil
+		}
+	}
+	return nil, errs.New(errs.NotFound, "inbound %s not found in xray", tag)
+}
+
+// accountsOf decodes a SOCKS5 or HTTP inbound's settings (a private copy)
+// and returns them with their accounts map, which aliases the settings.
+func accountsOf(cfg *core.InboundHandlerConfig) (proto.Message, map[string]string, error) {
+	inst, err := cfg.GetProxySettings().GetInstance()
+	if err != nil {
+		return nil, nil, errs.Wrap(errs.Internal, err, "decoding settings of inbound %s", cfg.GetTag())
+	}
+	switch s := proto.Clone(inst).(type) {
+	case *socks.ServerConfig:
+		if s.Accounts == nil {
+			s.Accounts = map[string]string{}
+		}
+		return s, s.Accounts, nil
+	case *xhttp.ServerConfig:
+		if s.Accounts == nil {
+			s.Accounts = map[string]string{}
+		}
+		return s, s.Accounts, nil
+	}
+	return nil, nil, errs.New(errs.Conflict, "inbound %s is %s in xray, not socks or http", cfg.GetTag(), kindOf(inst))
+}
+
+func kindOf(m proto.Message) string {
+	switch m.(type) {
+	case *socks.ServerConfig:
+		return "socks"
+	case *xhttp.ServerConfig:
+		return "http"
+	}
+	return string(m.ProtoReflect().Descriptor().FullName())
+}
+
+// classify wraps an API error with its class: Xray not answering is
+// Unavailable, a missing inbound NotFound, an inbound that cannot manage
+// users Conflict, anything else Internal.
+func classify(err error, doing string) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return errs.Wrap(errs.Unavailable, err, "%s", doing)
+	}
+	st := status.Convert(err)
+	switch {
+	case st.Code() == codes.Unavailable, st.Code() == codes.DeadlineExceeded, st.Code() == codes.Canceled:
+		return errs.Wrap(errs.Unavailable, err, "%s", doing)
+	case strings.Contains(st.Message(), "failed to get handler"):
+		return errs.Wrap(errs.NotFound, err, "%s: inbound not found", doing)
+	case strings.Contains(st.Message(), "not a UserManager"):
+		return errs.Wrap(errs.Conflict, err, "%s: inbound cannot manage users", doing)
+	}
+	return errs.Wrap(errs.Internal, err, "%s", doing)
+}

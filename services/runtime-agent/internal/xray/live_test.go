@@ -1,0 +1,386 @@
+package xray_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray/xraytest"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+)
+
+const sni = "www.example.com"
+
+// server is a real Xray started from a generated config, with a client for
+// its API.
+type server struct {
+	spec   xray.Spec
+	api    *xray.Client
+	proc   *xraytest.Process
+	pubKey string // REALITY public key of the vless inbound, if any
+}
+
+func newUUID(t testing.TB) string {
+	t.Helper()
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// inbounds returns one inbound of each protocol on free loopback ports, each
+// with one seeded user, and the REALITY public key.
+func inbounds(t testing.TB, dest string) ([]xray.Inbound, string) {
+	t.Helper()
+	kp, err := xray.NewX25519KeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, err := xray.NewShortID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ssKey := mustSSKey(t, xray.SS2022AES128GCM)
+	port := func() int { return xraytest.FreePort(t) }
+	return []xray.Inbound{
+		{
+			Tag: "vless", Protocol: xray.VLESSReality, Listen: "127.0.0.1", Port: port(),
+			Reality: &xray.Reality{ServerNames: []string{sni}, Dest: dest, PrivateKey: kp.PrivateKey, ShortIDs: []string{sid, ""}},
+			Users:   []xray.User{{ID: "seed-vless", UUID: newUUID(t)}},
+		},
+		{
+			Tag: "ss", Protocol: xray.Shadowsocks2022, Listen: "127.0.0.1", Port: port(),
+			Shadowsocks: &xray.Shadowsocks{Method: xray.SS2022AES128GCM, Key: ssKey},
+			Users:       []xray.User{{ID: "seed-ss", Key: mustSSKey(t, xray.SS2022AES128GCM)}},
+		},
+		{
+			Tag: "socks", Protocol: xray.SOCKS5, Listen: "127.0.0.1", Port: port(),
+			Users: []xray.User{{ID: "seed-socks", Password: "seed-pass"}},
+		},
+		{
+			Tag: "http", Protocol: xray.HTTP, Listen: "127.0.0.1", Port: port(),
+			Users: []xray.User{{ID: "seed-http", Password: "seed-pass"}},
+		},
+	}, kp.PublicKey
+}
+
+func mustSSKey(t testing.TB, method string) string {
+	t.Helper()
+	k, err := xray.NewSS2022Key(method)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// startServer generates a config for one inbound of each protocol, runs a
+// real Xray with it and waits until its API and inbounds answer.
+func startServer(t testing.TB, allowPrivate bool) *server {
+	t.Helper()
+	bin := xraytest.Binary(t)
+	dest := xraytest.StartTLSDest(t, sni)
+	ins, pub := inbounds(t, dest)
+	spec := xray.Spec{
+		APIListen:            "127.0.0.1:" + strconv.Itoa(xraytest.FreePort(t)),
+		AllowPrivateNetworks: allowPrivate,
+		Inbounds:             ins,
+	}
+	cfg, err := xray.BuildConfig(spec)
+	if err != nil {
+		t.Fatalf("BuildConfig: %v", err)
+	}
+	wait := []string{spec.APIListen}
+	for _, in := range ins {
+		wait = append(wait, net.JoinHostPort(in.Listen, strconv.Itoa(in.Port)))
+	}
+	proc := xraytest.Start(t, bin, cfg, wait...)
+	api, err := xray.NewClient(spec.APIListen, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = api.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for err := api.Ping(ctx); err != nil; err = api.Ping(ctx) {
+		if ctx.Err() != nil {
+			t.Fatalf("xray api never answered: %v", err)
+		}
+	}
+	return &server{spec: spec, api: api, proc: proc, pubKey: pub}
+}
+
+func (s *server) inbound(tag string) xray.Inbound {
+	for _, in := range s.spec.Inbounds {
+		if in.Tag == tag {
+			return in
+		}
+	}
+	panic("no inbound " + tag)
+}
+
+// outbound is the client side of a share link for user u on inbound in.
+func (s *server) outbound(in xray.Inbound, u xray.User) xraytest.Outbound {
+	host, port := in.Listen, in.Port
+	switch in.Protocol {
+	case xray.VLESSReality:
+		return xraytest.VLESSReality{
+			UUID: u.UUID, Host: host, Port: port, SNI: in.Reality.ServerNames[0],
+			PublicKey: s.pubKey, ShortID: in.Reality.ShortIDs[0], Fingerprint: "chrome", Flow: xray.FlowVision,
+		}
+	case xray.Shadowsocks2022:
+		return xraytest.Shadowsocks2022{Method: in.Shadowsocks.Method, Password: in.Shadowsocks.Key + ":" + u.Key, Host: host, Port: port}
+	case xray.SOCKS5:
+		return xraytest.SOCKS5{User: u.ID, Pass: u.Password, Host: host, Port: port}
+	case xray.HTTP:
+		return xraytest.HTTPProxy{User: u.ID, Pass: u.Password, Host: host, Port: port}
+	}
+	panic("unknown protocol")
+}
+
+func newUser(t testing.TB, in xray.Inbound) xray.User {
+	u := xray.User{ID: newUUID(t)}
+	switch in.Protocol {
+	case xray.VLESSReality:
+		u.UUID = newUUID(t)
+	case xray.Shadowsocks2022:
+		u.Key = mustSSKey(t, in.Shadowsocks.Method)
+	default:
+		u.Password = "pw-" + newUUID(t)
+	}
+	return u
+}
+
+// fetch gets url through c within a bounded time.
+func fetch(c *xraytest.Client, url string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return c.Get(ctx, url)
+}
+
+// fetchFails checks that fetching url through c fails. Some servers reject
+// at once; a Shadowsocks-2022 server, resisting probes, just stalls, so the
+// attempt is bounded more tightly than a fetch that should work.
+func fetchFails(t *testing.T, c *xraytest.Client, url, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if body, err := c.Get(ctx, url); err == nil {
+		t.Fatalf("%s got through: %q", what, body)
+	}
+}
+
+// waitTraffic polls the user's counters until ok accepts them.
+func waitTraffic(t *testing.T, api *xray.Client, id string, ok func(xray.Traffic) bool) xray.Traffic {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var last xray.Traffic
+	for {
+		all, err := api.UserTraffic(ctx)
+		if err == nil {
+			last = all[id]
+			if ok(last) {
+				return last
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("traffic of %s never matched, last %+v (err %v)", id, last, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func TestLiveUsers(t *testing.T) {
+	s := startServer(t, true)
+	bin := xraytest.Binary(t)
+	target := xraytest.StartHTTPTarget(t)
+	ctx := context.Background()
+
+	for _, tag := range []string{"vless", "ss", "socks", "http"} {
+		t.Run(tag, func(t *testing.T) {
+			in := s.inbound(tag)
+			seed := in.Users[0]
+			u := newUser(t, in)
+
+			// The seeded user from the config works, the new one not yet.
+			seedClient := xraytest.StartClient(t, bin, s.outbound(in, seed))
+			if body, err := fetch(seedClient, target); err != nil || string(body) != xraytest.TargetBody {
+				t.Fatalf("seeded user: body %q, err %v", body, err)
+			}
+			client := xraytest.StartClient(t, bin, s.outbound(in, u))
+			fetchFails(t, client, target, "a user not yet added")
+
+			// Add, twice: the second add is a no-op.
+			for range 2 {
+				if err := s.api.AddUser(ctx, in, u); err != nil {
+					t.Fatalf("AddUser: %v", err)
+				}
+			}
+			ids, err := s.api.InboundUsers(ctx, in)
+			if err != nil {
+				t.Fatalf("InboundUsers: %v", err)
+			}
+			if want := sorted(seed.ID, u.ID); !slices.Equal(ids, want) {
+				t.Fatalf("InboundUsers = %v, want %v", ids, want)
+			}
+			body, err := fetch(client, target)
+			if err != nil || string(body) != xraytest.TargetBody {
+				t.Fatalf("added user: body %q, err %v", body, err)
+			}
+
+			// Counters count the bytes and keep growing: reads do not reset.
+			const n = 256 << 10
+			if body, err := fetch(client, target+"/bytes?n="+strconv.Itoa(n)); err != nil || len(body) != n {
+				t.Fatalf("fetching %d bytes: got %d, err %v", n, len(body), err)
+			}
+			first := waitTraffic(t, s.api, u.ID, func(tr xray.Traffic) bool { return tr.Downlink >= n && tr.Uplink > 0 })
+			if _, err := fetch(client, target+"/bytes?n="+strconv.Itoa(n)); err != nil {
+				t.Fatalf("fetching again: %v", err)
+			}
+			waitTraffic(t, s.api, u.ID, func(tr xray.Traffic) bool {
+				return tr.Downlink >= first.Downlink+n && tr.Uplink > first.Uplink
+			})
+
+			// Remove, twice; new connections fail, the seeded user is unharmed.
+			for range 2 {
+				if err := s.api.RemoveUser(ctx, in, u.ID); err != nil {
+					t.Fatalf("RemoveUser: %v", err)
+				}
+			}
+			if ids, err := s.api.InboundUsers(ctx, in); err != nil || !slices.Equal(ids, []string{seed.ID}) {
+				t.Fatalf("InboundUsers after remove = %v, %v; want [%s]", ids, err, seed.ID)
+			}
+			fetchFails(t, client, target, "a removed user")
+			if _, err := fetch(seedClient, target); err != nil {
+				t.Fatalf("seeded user after another's removal: %v", err)
+			}
+			// Xray keeps a removed user's counters.
+			if all, err := s.api.UserTraffic(ctx); err != nil || all[u.ID].Downlink < first.Downlink {
+				t.Fatalf("counters after removal: %+v, %v", all[u.ID], err)
+			}
+
+			// Adding back works again.
+			if err := s.api.AddUser(ctx, in, u); err != nil {
+				t.Fatalf("re-adding: %v", err)
+			}
+			if _, err := fetch(client, target); err != nil {
+				t.Fatalf("re-added user: %v", err)
+			}
+		})
+	}
+}
+
+func sorted(s ...string) []string {
+	slices.Sort(s)
+	return s
+}
+
+// TestRealityForwardsStrangers proves the dest helper does its job: a plain
+// TLS client that REALITY does not authenticate is served by the dest.
+func TestRealityForwardsStrangers(t *testing.T) {
+	s := startServer(t, true)
+	in := s.inbound("vless")
+	addr := net.JoinHostPort(in.Listen, strconv.Itoa(in.Port))
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr,
+		&tls.Config{ServerName: sni, InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatalf("tls to the reality port: %v", err)
+	}
+	defer conn.Close()
+	if v := conn.ConnectionState().Version; v != tls.VersionTLS13 {
+		t.Fatalf("tls version %x, want 1.3", v)
+	}
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", sni)
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(conn)
+	if !strings.Contains(buf.String(), "dest HTTP/1.1") {
+		t.Fatalf("reality did not forward to the dest: %q", buf.String())
+	}
+}
+
+// TestPrivateNetworksBlocked: by default users cannot reach the host's own
+// network through the server.
+func TestPrivateNetworksBlocked(t *testing.T) {
+	s := startServer(t, false)
+	in := s.inbound("socks")
+	client := xraytest.StartClient(t, xraytest.Binary(t), s.outbound(in, in.Users[0]))
+	fetchFails(t, client, xraytest.StartHTTPTarget(t), "a request to a loopback target")
+}
+
+func TestClientErrors(t *testing.T) {
+	s := startServer(t, true)
+	ctx := context.Background()
+	vless, ss, socks := s.inbound("vless"), s.inbound("ss"), s.inbound("socks")
+	missing := vless
+	missing.Tag = "nope"
+	wrongKind := socks
+	wrongKind.Tag = "http"
+
+	tests := []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"add to a missing inbound", func() error { return s.api.AddUser(ctx, missing, newUser(t, vless)) }, errs.NotFound},
+		{"remove from a missing inbound", func() error { return s.api.RemoveUser(ctx, missing, "someone") }, errs.NotFound},
+		{"ss key of the wrong length", func() error {
+			u := newUser(t, ss)
+			u.Key = mustSSKey(t, xray.SS2022AES256GCM)
+			return s.api.AddUser(ctx, ss, u)
+		}, errs.Invalid},
+		{"vless user without uuid", func() error { return s.api.AddUser(ctx, vless, xray.User{ID: "x"}) }, errs.Invalid},
+		{"socks user on an http inbound", func() error { return s.api.AddUser(ctx, wrongKind, newUser(t, socks)) }, errs.Conflict},
+		{"vless user on a socks inbound", func() error {
+			in := vless
+			in.Tag = "socks"
+			return s.api.AddUser(ctx, in, newUser(t, vless))
+		}, errs.Conflict},
+		{"reserved id", func() error { return s.api.RemoveUser(ctx, socks, "vpnfleet-placeholder") }, errs.Invalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want class %v", err, tt.want)
+			}
+		})
+	}
+
+	// An API that is not there is Unavailable.
+	dead, err := xray.NewClient("127.0.0.1:"+strconv.Itoa(xraytest.FreePort(t)), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := dead.Ping(cctx); !errors.Is(err, errs.Unavailable) {
+		t.Fatalf("Ping of a dead api = %v, want unavailable", err)
+	}
+}

@@ -1,0 +1,192 @@
+package xraytest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+
+	"golang.org/x/net/proxy"
+)
+
+// Outbound is the server side of a client: the fields of one share link.
+// The implementations are VLESSReality, Shadowsocks2022, SOCKS5 and
+// HTTPProxy.
+type Outbound interface {
+	outbound() map[string]any
+}
+
+// VLESSReality holds the fields of a vless://…?security=reality link.
+type VLESSReality struct {
+	UUID        string
+	Host        string
+	Port        int
+	SNI         string // sni
+	PublicKey   string // pbk
+	ShortID     string // sid
+	Fingerprint string // fp; empty means chrome
+	Flow        string // flow
+}
+
+func (o VLESSReality) outbound() map[string]any {
+	fp := o.Fingerprint
+	if fp == "" {
+		fp = "chrome"
+	}
+	return map[string]any{
+		"protocol": "vless",
+		"settings": map[string]any{"vnext": []any{map[string]any{
+			"address": o.Host, "port": o.Port,
+			"users": []any{map[string]any{"id": o.UUID, "encryption": "none", "flow": o.Flow}},
+		}}},
+		"streamSettings": map[string]any{
+			"network":  "raw",
+			"security": "reality",
+			"realitySettings": map[string]any{
+				"serverName": o.SNI, "fingerprint": fp, "publicKey": o.PublicKey,
+				"shortId": o.ShortID, "spiderX": "/",
+			},
+		},
+	}
+}
+
+// Shadowsocks2022 holds the fields of an ss:// link for Shadowsocks-2022.
+// For a multi-user server Password is "serverKey:userKey".
+type Shadowsocks2022 struct {
+	Method   string
+	Password string
+	Host     string
+	Port     int
+}
+
+func (o Shadowsocks2022) outbound() map[string]any {
+	return map[string]any{
+		"protocol": "shadowsocks",
+		"settings": map[string]any{"servers": []any{map[string]any{
+			"address": o.Host, "port": o.Port, "method": o.Method, "password": o.Password,
+		}}},
+	}
+}
+
+// SOCKS5 holds the fields of a socks5:// link.
+type SOCKS5 struct {
+	User, Pass string
+	Host       string
+	Port       int
+}
+
+func (o SOCKS5) outbound() map[string]any {
+	return map[string]any{
+		"protocol": "socks",
+		"settings": map[string]any{"servers": []any{map[string]any{
+			"address": o.Host, "port": o.Port,
+			"users": []any{map[string]any{"user": o.User, "pass": o.Pass}},
+		}}},
+	}
+}
+
+// HTTPProxy holds the fields of an http:// proxy link.
+type HTTPProxy struct {
+	User, Pass string
+	Host       string
+	Port       int
+}
+
+func (o HTTPProxy) outbound() map[string]any {
+	return map[string]any{
+		"protocol": "http",
+		"settings": map[string]any{"servers": []any{map[string]any{
+			"address": o.Host, "port": o.Port,
+			"users": []any{map[string]any{"user": o.User, "pass": o.Pass}},
+		}}},
+	}
+}
+
+// ClientConfig writes the config of an Xray client that accepts SOCKS5
+// (no auth) on socksAddr and sends everything through ob.
+func ClientConfig(socksAddr string, ob Outbound) ([]byte, error) {
+	host, port, err := net.SplitHostPort(socksAddr)
+	if err != nil {
+		return nil, fmt.Errorf("parsing socks address: %w", err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return nil, fmt.Errorf("parsing socks port: %w", err)
+	}
+	out := ob.outbound()
+	out["tag"] = "proxy"
+	cfg := map[string]any{
+		"log": map[string]any{"loglevel": "warning", "access": "none"},
+		"inbounds": []any{map[string]any{
+			"tag": "socks-in", "listen": host, "port": p, "protocol": "socks",
+			"settings": map[string]any{"auth": "noauth", "udp": false},
+		}},
+		"outbounds": []any{out},
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encoding client config: %w", err)
+	}
+	return b, nil
+}
+
+// Client is a real Xray client process with a local SOCKS5 port.
+type Client struct {
+	*Process
+	// SOCKSAddr is the loopback host:port of the client's SOCKS5 inbound.
+	SOCKSAddr string
+}
+
+// StartClient starts an Xray client for ob on a free loopback port and
+// waits until it listens. It is killed in t.Cleanup.
+func StartClient(t testing.TB, bin string, ob Outbound) *Client {
+	t.Helper()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+	cfg, err := ClientConfig(addr, ob)
+	if err != nil {
+		t.Fatalf("writing client config: %v", err)
+	}
+	return &Client{Process: Start(t, bin, cfg, addr), SOCKSAddr: addr}
+}
+
+// DialContext opens a TCP connection to addr through the tunnel.
+func (c *Client) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	d, err := proxy.SOCKS5("tcp", c.SOCKSAddr, nil, &net.Dialer{})
+	if err != nil {
+		return nil, fmt.Errorf("making socks5 dialer: %w", err)
+	}
+	conn, err := d.(proxy.ContextDialer).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("dialing %s through the tunnel: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// Get fetches url through the tunnel over a fresh connection (no
+// keep-alive, so every call is a new tunnel connection) and returns the
+// body. A non-200 status is an error. ctx bounds the whole exchange.
+func (c *Client) Get(ctx context.Context, url string) ([]byte, error) {
+	tr := &http.Transport{DialContext: c.DialContext, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("making request: %w", err)
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetching %s: status %s", url, resp.Status)
+	}
+	return body, nil
+}
