@@ -134,7 +134,7 @@ func Run(t *testing.T, cfg Config) {
 	rt := cfg.New(t, node)
 	bin := Workload(t)
 	s := &suite{cfg: cfg, rt: rt, node: node, bin: bin, caps: rt.Capabilities()}
-	s.image = Image(t, rt, bin, node)
+	s.image = Image(t, rt, bin, "contract")
 
 	t.Run("version", s.testVersion)
 	t.Run("group", func(t *testing.T) {
@@ -365,9 +365,17 @@ func (s *suite) testLifecycle(t *testing.T) {
 			all = s.logs(t, id, runtime.LogOptions{})
 			return slices.Contains(all, "ready"), fmt.Sprintf("lines %q", all)
 		})
+		// stdout keeps its order; stderr may interleave anywhere, since
+		// engines copy the two streams independently.
+		var stdout []string
+		for _, l := range all {
+			if strings.HasPrefix(l, "line ") {
+				stdout = append(stdout, l)
+			}
+		}
 		for i := 1; i <= 20; i++ {
-			if all[i-1] != fmt.Sprintf("line %d", i) {
-				t.Fatalf("line %d = %q; log %q", i, all[i-1], all)
+			if len(stdout) < i || stdout[i-1] != fmt.Sprintf("line %d", i) {
+				t.Fatalf("line %d missing or out of order; log %q", i, all)
 			}
 		}
 		if !slices.Contains(all, "stderr line") {
@@ -624,7 +632,7 @@ func (s *suite) testOwnership(t *testing.T) {
 	ctx := ctxFor(t)
 	other := s.cfg.New(t, s.node+"-other")
 	spec := s.spec("theirs", nil)
-	spec.Image = Image(t, other, s.bin, s.node) // the same image, seen from the other node
+	spec.Image = Image(t, other, s.bin, "contract") // the same image, seen from the other node
 	theirs, err := other.Create(ctx, spec)
 	if err != nil {
 		t.Fatalf("other node Create: %v", err)
@@ -787,7 +795,7 @@ func Bench(b *testing.B, cfg Config) {
 	node := NewNode("rtb")
 	rt := cfg.New(b, node)
 	bin := Workload(b)
-	image := Image(b, rt, bin, node)
+	image := Image(b, rt, bin, "contract")
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	var n int
