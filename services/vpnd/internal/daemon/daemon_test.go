@@ -27,6 +27,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
+	"github.com/vpnfleet/vpnfleet/shared/natstest"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/waitfor"
 )
@@ -305,4 +306,33 @@ func freePort(t testing.TB) string {
 	defer l.Close()
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	return port
+}
+
+// TestJoinsExternalNATS runs vpnd with --nats-url against a server it did
+// not start: it provisions there and becomes ready without embedding one.
+func TestJoinsExternalNATS(t *testing.T) {
+	ns := natstest.StartWith(t, natstest.Options{NoProvision: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	args := []string{"--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--nats-url", ns.URL()}
+	go func() { done <- daemon.Run(ctx, args, func(string) string { return "" }, out) }()
+	var r ready
+	waitfor.Cond(t, 10*time.Second, func() error {
+		var ok bool
+		if r, ok = findReady(out.String()); !ok {
+			return errors.New("no ready line yet")
+		}
+		return nil
+	})
+	if r.NATSURL != ns.URL() {
+		t.Fatalf("nats url %q, want the external %q", r.NATSURL, ns.URL())
+	}
+	if code := get(t, r.GatewayURL+"/readyz"); code != http.StatusOK {
+		t.Fatalf("readyz %d", code)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
