@@ -18,10 +18,11 @@ const (
 
 	NodeRegistered Type = "node.registered.v1"
 
-	RuntimeStarted Type = "runtime.started.v1"
-	RuntimeDied    Type = "runtime.died.v1"
-	RuntimeOOM     Type = "runtime.oom.v1"
-	RuntimeHealth  Type = "runtime.health_status.v1"
+	RuntimeStarted   Type = "runtime.started.v1"
+	RuntimeDied      Type = "runtime.died.v1"
+	RuntimeOOM       Type = "runtime.oom.v1"
+	RuntimeHealth    Type = "runtime.health_status.v1"
+	RuntimeRestarted Type = "runtime.restarted.v1"
 
 	JobProgress Type = "job.progress.v1"
 	JobFinished Type = "job.finished.v1"

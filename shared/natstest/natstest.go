@@ -49,7 +49,7 @@ func StartWith(t testing.TB, o Options) *Server {
 	s.start()
 	t.Cleanup(s.Shutdown)
 	if !o.NoProvision {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		if err := bus.Provision(ctx, s.JetStream(), 1); err != nil {
 			t.Fatalf("provisioning: %v", err)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	agent "github.com/vpnfleet/vpnfleet/services/runtime-agent"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 )
 
@@ -22,6 +23,9 @@ type Config struct {
 	Replicas     int           `flag:"replicas" env:"VPN_REPLICAS" help:"replicas of streams and buckets (1 here; 3 on a NATS cluster)"`
 	LogLevel     string        `flag:"log-level" env:"VPN_LOG_LEVEL" help:"debug, info, warn or error"`
 	OTLPEndpoint string        `flag:"otlp-endpoint" env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP/HTTP trace endpoint (empty: tracing off)"`
+	// Agent is the local agent, which makes this host a node of the fleet.
+	Agent     bool         `flag:"agent" env:"VPN_AGENT" help:"run a local agent so this host serves VPN users too"`
+	AgentNode agent.Config // its flags: --node-id, --runtime, --public-addr, ...
 }
 
 // Defaults returns vpnd's defaults: data in ./data, the API on
@@ -33,6 +37,8 @@ func Defaults() Config {
 		NATSListen: "127.0.0.1:4222",
 		Replicas:   1,
 		LogLevel:   "info",
+		Agent:      true,
+		AgentNode:  localAgentDefaults(),
 	}
 }
 
@@ -55,7 +61,22 @@ func (c *Config) Validate() error {
 	if c.NATSURL == "" && c.Replicas != 1 {
 		fe = append(fe, errs.FieldError{Field: "replicas", Rule: "must be 1 with the embedded NATS server (use --nats-url for a cluster)"})
 	}
-	return errs.Fields(fe...)
+	if err := errs.Fields(fe...); err != nil {
+		return err
+	}
+	if c.Agent {
+		return c.AgentNode.Validate()
+	}
+	return nil
+}
+
+// localAgentDefaults are the agent's defaults with one change: on the one
+// machine vpnd runs on, workloads are supervised processes unless the
+// operator picks a container runtime (--runtime docker|containerd|auto).
+func localAgentDefaults() agent.Config {
+	c := agent.DefaultConfig()
+	c.Runtime = "process"
+	return c
 }
 
 // prepareDataDir creates the data dir (0700) and proves it is writable, so

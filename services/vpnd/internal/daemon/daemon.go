@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vpnfleet/vpnfleet/services/gateway"
+	agent "github.com/vpnfleet/vpnfleet/services/runtime-agent"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/config"
 	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
@@ -84,6 +86,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return svc.ServeHTTP(gctx, l, gw.Handler(), log) })
+	if cfg.Agent {
+		agentEnv := env
+		agentEnv.DataDir = filepath.Join(dataDir, "agent")
+		agentEnv.Log = log.With(logkey.Component, "agent")
+		g.Go(func() error { return agent.Run(gctx, cfg.AgentNode, agentEnv) })
+	}
 	log.Info("vpnd ready",
 		"gateway_url", "http://"+l.Addr().String(),
 		"nats_url", natsURL,

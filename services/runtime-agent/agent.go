@@ -1,0 +1,239 @@
+// Package agent is vpn-agent's core: the presence of one host on the bus.
+// It registers the node in the nodes bucket and heartbeats, answers
+// request/reply commands on its own subjects (status, workloads, logs,
+// restart, stats), turns runtime events into EVENTS messages and samples
+// host and workload stats into STATS. It dials out to NATS and opens no
+// port. Everything it publishes goes through a durable outbox, so while
+// NATS is unreachable it keeps running what it runs, buffers, and
+// republishes once NATS is back, deduplicated by message id.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/hostprobe"
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/outbox"
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/node"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
+	"github.com/vpnfleet/vpnfleet/shared/svc"
+	"github.com/vpnfleet/vpnfleet/shared/version"
+)
+
+// Config is the agent's own configuration.
+type Config struct {
+	NodeID         string        `flag:"node-id" env:"VPN_NODE_ID" help:"node id (default: kept in the data dir, first derived from the hostname)"`
+	Runtime        string        `flag:"runtime" env:"VPN_RUNTIME" help:"docker, containerd, process or auto"`
+	DockerHost     string        `flag:"docker-host" env:"DOCKER_HOST" help:"Docker engine address"`
+	ContainerdAddr string        `flag:"containerd-address" env:"VPN_CONTAINERD_ADDRESS" help:"containerd socket"`
+	PublicAddr     string        `flag:"public-addr" env:"VPN_PUBLIC_ADDR" help:"address clients reach this host on (default: detected from the interfaces)"`
+	Groups         []string      `flag:"groups" env:"VPN_NODE_GROUPS" help:"node groups this node belongs to, comma-separated"`
+	Heartbeat      time.Duration `flag:"heartbeat" env:"VPN_HEARTBEAT" help:"heartbeat interval"`
+	StatsInterval  time.Duration `flag:"stats-interval" env:"VPN_STATS_INTERVAL" help:"host and workload stats interval"`
+	OutboxLimit    int           `flag:"outbox-limit" env:"VPN_OUTBOX_LIMIT" help:"messages kept on disk while NATS is unreachable"`
+}
+
+// DefaultConfig returns the agent's defaults.
+func DefaultConfig() Config {
+	return Config{
+		Runtime:        "auto",
+		ContainerdAddr: DefaultContainerdAddr,
+		Heartbeat:      5 * time.Second,
+		StatsInterval:  10 * time.Second,
+		OutboxLimit:    100_000,
+	}
+}
+
+// Validate checks the configuration without touching the host.
+func (c Config) Validate() error {
+	var fe []errs.FieldError
+	if c.NodeID != "" && !subject.ValidToken(c.NodeID) {
+		fe = append(fe, errs.FieldError{Field: "node_id", Rule: "must be 1-128 characters of A-Z a-z 0-9 _ -"})
+	}
+	switch c.Runtime {
+	case "docker", "containerd", "process", "auto":
+	default:
+		fe = append(fe, errs.FieldError{Field: "runtime", Rule: "must be docker, containerd, process or auto"})
+	}
+	if c.Heartbeat < 100*time.Millisecond {
+		fe = append(fe, errs.FieldError{Field: "heartbeat", Rule: "must be at least 100ms"})
+	}
+	if c.StatsInterval < 100*time.Millisecond {
+		fe = append(fe, errs.FieldError{Field: "stats_interval", Rule: "must be at least 100ms"})
+	}
+	if c.OutboxLimit < 1 {
+		fe = append(fe, errs.FieldError{Field: "outbox_limit", Rule: "must be at least 1"})
+	}
+	return errs.Fields(fe...)
+}
+
+// Agent is one running agent. Build it with New, run it with Run.
+type Agent struct {
+	cfg    Config
+	env    svc.Env
+	log    *slog.Logger
+	rt     runtime.Runtime
+	outbox *outbox.Outbox
+	probe  *hostprobe.Probe
+	node   node.Node
+}
+
+// Run opens the runtime and the outbox under env.DataDir and runs the agent
+// until ctx ends. It is what vpn-agent and vpnd call.
+func Run(ctx context.Context, cfg Config, env svc.Env) error {
+	a, err := New(ctx, cfg, env, nil)
+	if err != nil {
+		return err
+	}
+	defer a.rt.Close()
+	return a.Run(ctx)
+}
+
+// New prepares an agent. rt may be nil, in which case the runtime named by
+// cfg.Runtime is opened (and owned: Run's caller closes it via Runtime()).
+func New(ctx context.Context, cfg Config, env svc.Env, rt runtime.Runtime) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if env.DataDir == "" {
+		return nil, errs.Field("data_dir", "must be set for the agent")
+	}
+	id, err := nodeID(cfg.NodeID, env.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	log := env.Log.With(logkey.Node, id)
+	if rt == nil {
+		if rt, err = OpenRuntime(ctx, cfg, id, env.DataDir, log); err != nil {
+			return nil, err
+		}
+	}
+	ob, err := outbox.Open(filepath.Join(env.DataDir, "outbox"), cfg.OutboxLimit, log)
+	if err != nil {
+		rt.Close()
+		return nil, err
+	}
+	hostname, _ := os.Hostname()
+	addr, from := cfg.PublicAddr, "config"
+	if addr == "" {
+		addr, from = detectPublicAddr(), "detected"
+	}
+	a := &Agent{
+		cfg: cfg, env: env, log: log, rt: rt, outbox: ob,
+		probe: hostprobe.New(id, env.DataDir),
+		node: node.Node{
+			ID: id, Hostname: hostname, PublicAddr: addr, PublicAddrFrom: from,
+			Groups: cfg.Groups, Runtime: string(rt.Kind()), Capabilities: capabilityNames(rt.Capabilities()),
+			AgentVersion: version.Version, HeartbeatEvery: cfg.Heartbeat,
+		},
+	}
+	if v, err := rt.Version(ctx); err == nil {
+		a.node.RuntimeVersion = v
+	}
+	log.Info("agent runtime selected", "runtime", rt.Kind(), "runtime_version", a.node.RuntimeVersion, "public_addr", addr)
+	return a, nil
+}
+
+// Runtime is the runtime the agent drives.
+func (a *Agent) Runtime() runtime.Runtime { return a.rt }
+
+// NodeID is this agent's node id.
+func (a *Agent) NodeID() string { return a.node.ID }
+
+// Buffered is the number of messages waiting for NATS.
+func (a *Agent) Buffered() int { return a.outbox.Len() }
+
+// Run runs the agent's loops until ctx ends, then marks the node stopped.
+func (a *Agent) Run(ctx context.Context) error {
+	a.node.StartedAt = time.Now().UTC()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.outbox.Run(gctx, a.env.JS) })
+	g.Go(func() error { return a.heartbeat(gctx) })
+	g.Go(func() error { return a.forwardEvents(gctx) })
+	g.Go(func() error { return a.sampleStats(gctx) })
+	g.Go(func() error { return a.serveCommands(gctx) })
+	if err := a.announce(); err != nil {
+		a.log.Warn("announcing node", logkey.Err, err)
+	}
+	err := g.Wait()
+	a.markStopped(ctx)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// nodeID returns the configured id, or the one kept in the data dir, or
+// derives one from the hostname and keeps it, so the id is stable across
+// restarts.
+func nodeID(configured, dataDir string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	path := filepath.Join(dataDir, "node-id")
+	if data, err := os.ReadFile(path); err == nil {
+		id := strings.TrimSpace(string(data))
+		if !subject.ValidToken(id) {
+			return "", errs.New(errs.Invalid, "node id %q in %s: must be 1-128 characters of A-Z a-z 0-9 _ -", id, path)
+		}
+		return id, nil
+	}
+	host, _ := os.Hostname()
+	id := sanitizeToken(host)
+	if id == "" {
+		id = "node"
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("creating data dir: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", errs.Wrap(errs.Invalid, err, "keeping node id in %s", path)
+	}
+	return id, nil
+}
+
+func sanitizeToken(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_':
+			b.WriteRune(r)
+		case r == '.':
+			b.WriteRune('-')
+		}
+	}
+	out := b.String()
+	if len(out) > 64 {
+		out = out[:64]
+	}
+	return out
+}
+
+func capabilityNames(c runtime.Capabilities) []string {
+	var out []string
+	add := func(ok bool, name string) {
+		if ok {
+			out = append(out, name)
+		}
+	}
+	add(c.Images, "images")
+	add(c.MemoryLimit, "memory_limit")
+	add(c.OOMEvents, "oom_events")
+	add(c.Mounts, "mounts")
+	add(c.Health, "health")
+	for _, m := range c.NetworkModes {
+		out = append(out, "network_"+string(m))
+	}
+	return out
+}

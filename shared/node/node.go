@@ -1,0 +1,166 @@
+// Package node is the contract between a host's agent and the rest of the
+// system: the registration it keeps in the nodes bucket, the runtime events
+// and resource stats it publishes, and the request/reply commands it
+// answers on its own subjects (subject.AgentCmd(node, cmd)).
+package node
+
+import "time"
+
+// Node is the value of a node's entry in the nodes bucket. The agent writes
+// it at start and rewrites it every heartbeat interval; HeartbeatAt tells a
+// reader how fresh it is, and State "stopped" says the agent left cleanly.
+type Node struct {
+	ID             string    `json:"id"`
+	Hostname       string    `json:"hostname"`
+	PublicAddr     string    `json:"public_addr"`
+	PublicAddrFrom string    `json:"public_addr_from"` // "config" or "detected"
+	Groups         []string  `json:"groups,omitempty"`
+	Runtime        string    `json:"runtime"`
+	RuntimeVersion string    `json:"runtime_version"`
+	Capabilities   []string  `json:"capabilities"`
+	AgentVersion   string    `json:"agent_version"`
+	State          string    `json:"state"` // "running" or "stopped"
+	StartedAt      time.Time `json:"started_at"`
+	HeartbeatAt    time.Time `json:"heartbeat_at"`
+	// HeartbeatEvery is the interval the agent promises; readers consider
+	// the node gone after a few missed beats.
+	HeartbeatEvery time.Duration `json:"heartbeat_every_ns"`
+}
+
+// Node states.
+const (
+	StateRunning = "running"
+	StateStopped = "stopped"
+)
+
+// RuntimeEvent is the payload of runtime.* events
+// (subject.RuntimeEvent(node, workload)).
+type RuntimeEvent struct {
+	Node     string    `json:"node"`
+	Workload string    `json:"workload"`
+	Name     string    `json:"name"`
+	Kind     string    `json:"kind"` // start, die, oom, health_status, restart
+	ExitCode int       `json:"exit_code,omitempty"`
+	Health   string    `json:"health,omitempty"`
+	Time     time.Time `json:"time"`
+}
+
+// HostStats is one sample of a host's resources, published on
+// subject.HostStats(node). Counters are totals since boot; percentages are
+// over the interval since the previous sample.
+type HostStats struct {
+	Node          string    `json:"node"`
+	Time          time.Time `json:"time"`
+	CPUPercent    float64   `json:"cpu_percent"` // all cores, 0-100
+	CPUs          int       `json:"cpus"`
+	MemTotalBytes uint64    `json:"mem_total_bytes"`
+	MemUsedBytes  uint64    `json:"mem_used_bytes"`
+	Load1         float64   `json:"load1"`
+	Load5         float64   `json:"load5"`
+	Load15        float64   `json:"load15"`
+	DiskPath      string    `json:"disk_path"`
+	DiskTotal     uint64    `json:"disk_total_bytes"`
+	DiskUsed      uint64    `json:"disk_used_bytes"`
+	NetRxBytes    uint64    `json:"net_rx_bytes"`
+	NetTxBytes    uint64    `json:"net_tx_bytes"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+}
+
+// WorkloadStats is one sample of a workload's resources, published on
+// subject.WorkloadStats(node, workload).
+type WorkloadStats struct {
+	Node             string    `json:"node"`
+	Workload         string    `json:"workload"`
+	Name             string    `json:"name"`
+	Time             time.Time `json:"time"`
+	CPUPercent       float64   `json:"cpu_percent"`
+	MemoryBytes      uint64    `json:"memory_bytes"`
+	MemoryLimitBytes uint64    `json:"memory_limit_bytes"`
+	NetRxBytes       uint64    `json:"net_rx_bytes"`
+	NetTxBytes       uint64    `json:"net_tx_bytes"`
+	BlockReadBytes   uint64    `json:"block_read_bytes"`
+	BlockWriteBytes  uint64    `json:"block_write_bytes"`
+	PIDs             uint64    `json:"pids"`
+}
+
+// Command names: the last token of subject.AgentCmd(node, cmd).
+const (
+	CmdStatus    = "status"
+	CmdWorkloads = "workloads"
+	CmdLogs      = "logs"
+	CmdRestart   = "restart"
+	CmdStats     = "stats"
+)
+
+// Workload describes one of the agent's workloads in command replies.
+type Workload struct {
+	ID           string            `json:"id"`
+	Name         string            `json:"name"`
+	Image        string            `json:"image"`
+	State        string            `json:"state"`
+	ExitCode     int               `json:"exit_code"`
+	OOMKilled    bool              `json:"oom_killed"`
+	RestartCount int               `json:"restart_count"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	CreatedAt    time.Time         `json:"created_at"`
+	StartedAt    time.Time         `json:"started_at,omitzero"`
+	FinishedAt   time.Time         `json:"finished_at,omitzero"`
+}
+
+// StatusReply answers CmdStatus.
+type StatusReply struct {
+	Node      Node       `json:"node"`
+	Workloads []Workload `json:"workloads"`
+	// Buffered counts messages waiting to be published (NATS was cut off).
+	Buffered int `json:"buffered"`
+}
+
+// WorkloadsReply answers CmdWorkloads.
+type WorkloadsReply struct {
+	Workloads []Workload `json:"workloads"`
+}
+
+// WorkloadRequest names one workload (by id or name).
+type WorkloadRequest struct {
+	Workload string `json:"workload"`
+}
+
+// LogsRequest asks for a workload's output. Without Follow the reply holds
+// the lines. With Follow the reply is empty and the agent sends LogChunk
+// messages as requests to Deliver (the requester answers each with an
+// empty message, which is the flow control); it stops when the workload
+// stops, after MaxDuration, or when nobody answers on Deliver.
+type LogsRequest struct {
+	Workload    string        `json:"workload"`
+	Tail        int           `json:"tail"`
+	Follow      bool          `json:"follow"`
+	Timestamps  bool          `json:"timestamps"`
+	Deliver     string        `json:"deliver,omitempty"`
+	MaxDuration time.Duration `json:"max_duration_ns,omitempty"`
+}
+
+// LogLine is one line of output.
+type LogLine struct {
+	Time   time.Time `json:"time,omitzero"`
+	Stream string    `json:"stream,omitempty"`
+	Text   string    `json:"text"`
+}
+
+// LogsReply answers a LogsRequest without Follow.
+type LogsReply struct {
+	Lines     []LogLine `json:"lines"`
+	Truncated bool      `json:"truncated,omitempty"`
+}
+
+// LogChunk is one batch of followed lines; End marks the last one.
+type LogChunk struct {
+	Lines []LogLine `json:"lines,omitempty"`
+	End   bool      `json:"end,omitempty"`
+	Err   string    `json:"err,omitempty"`
+}
+
+// StatsReply answers CmdStats: the host and every workload, sampled now.
+type StatsReply struct {
+	Host      HostStats       `json:"host"`
+	Workloads []WorkloadStats `json:"workloads"`
+}
