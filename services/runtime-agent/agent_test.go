@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -330,4 +332,63 @@ func TestAgentOnTheBus(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRuntimeSelection opens each runtime by name; auto picks the first
+// reachable one and says which.
+func TestRuntimeSelection(t *testing.T) {
+	ctx := context.Background()
+	log := natstest.Logger(t)
+	dockerUp := os.Getenv("REQUIRE_DOCKER") == "1" || socketUp("/var/run/docker.sock")
+	tests := []struct {
+		runtime  string
+		want     runtime.Kind
+		needs    bool // needs the Docker engine (and its containerd)
+		docker   string
+		wantErr  errs.Class
+		checkErr bool
+	}{
+		{runtime: "process", want: runtime.KindProcess},
+		{runtime: "docker", want: runtime.KindDocker, needs: true},
+		{runtime: "auto", want: runtime.KindDocker, needs: true},
+		{runtime: "docker", docker: "unix:///nonexistent.sock", wantErr: errs.Unavailable, checkErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.runtime+tt.docker, func(t *testing.T) {
+			if tt.needs && !dockerUp {
+				t.Skip("docker engine not reachable here (CI sets REQUIRE_DOCKER=1 where it is)")
+			}
+			cfg := agent.DefaultConfig()
+			cfg.Runtime = tt.runtime
+			cfg.DockerHost = tt.docker
+			rt, err := agent.OpenRuntime(ctx, cfg, runtimetest.NewNode("sel"), t.TempDir(), log)
+			if tt.checkErr {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rt.Close()
+			if rt.Kind() != tt.want {
+				t.Fatalf("kind %s, want %s", rt.Kind(), tt.want)
+			}
+		})
+	}
+	cfg := agent.DefaultConfig()
+	cfg.Runtime = "podman"
+	if err := cfg.Validate(); !errors.Is(err, errs.Invalid) {
+		t.Fatalf("unknown runtime: err %v, want Invalid", err)
+	}
+}
+
+func socketUp(path string) bool {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }

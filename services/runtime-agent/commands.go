@@ -209,4 +209,3 @@ func (a *Agent) deliverLogs(ctx context.Context, s *runtime.Stream[runtime.LogLi
 		chunk = node.LogChunk{}
 	}
 }
-

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/containerd"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/docker"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/process"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
@@ -15,7 +16,11 @@ import (
 )
 
 // DefaultContainerdAddr is containerd's usual socket.
-const DefaultContainerdAddr = "/run/containerd/containerd.sock"
+const DefaultContainerdAddr = containerd.DefaultAddress
+
+// dockerBundledContainerd is where Docker's own containerd listens when
+// Docker manages it; auto mode tries it after the usual socket.
+const dockerBundledContainerd = "/var/run/docker/containerd/containerd.sock"
 
 // OpenRuntime opens the runtime cfg.Runtime names for node. "auto" picks
 // the first one reachable: the Docker engine, then containerd, then the
@@ -24,6 +29,9 @@ func OpenRuntime(ctx context.Context, cfg Config, node, dataDir string, log *slo
 	openDocker := func() (runtime.Runtime, error) {
 		return docker.New(ctx, docker.Options{Node: node, Host: cfg.DockerHost, Logger: log})
 	}
+	openContainerd := func(addr string) (runtime.Runtime, error) {
+		return containerd.New(ctx, containerd.Options{Node: node, Address: addr, DataDir: dataDir + "/containerd", Logger: log})
+	}
 	openProcess := func() (runtime.Runtime, error) {
 		return process.New(process.Options{Node: node, DataDir: dataDir + "/process", Logger: log})
 	}
@@ -31,7 +39,7 @@ func OpenRuntime(ctx context.Context, cfg Config, node, dataDir string, log *slo
 	case "docker":
 		return openDocker()
 	case "containerd":
-		return openContainerd(ctx, cfg, node, dataDir, log)
+		return openContainerd(cfg.ContainerdAddr)
 	case "process":
 		return openProcess()
 	case "auto":
@@ -40,9 +48,11 @@ func OpenRuntime(ctx context.Context, cfg Config, node, dataDir string, log *slo
 				return rt, nil
 			}
 		}
-		if socketAnswers(cfg.ContainerdAddr) {
-			if rt, err := openContainerd(ctx, cfg, node, dataDir, log); err == nil {
-				return rt, nil
+		for _, addr := range []string{cfg.ContainerdAddr, dockerBundledContainerd} {
+			if socketAnswers(addr) {
+				if rt, err := openContainerd(addr); err == nil {
+					return rt, nil
+				}
 			}
 		}
 		return openProcess()
