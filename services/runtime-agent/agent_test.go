@@ -35,7 +35,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	ns     *natstest.Server
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -44,7 +44,7 @@ type harness struct {
 	nodeID string
 }
 
-func start(t *testing.T) *harness {
+func start(t testing.TB) *harness {
 	t.Helper()
 	ns := natstest.Start(t)
 	nc := ns.Conn()
