@@ -198,6 +198,13 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 // probeSnapshotter mounts a two-layer snapshot (the case that needs a real
 // overlay mount) to see whether name works on this host.
 func probeSnapshotter(ctx context.Context, c *client.Client, name string) (err error) {
+	// Without a lease, the garbage collector may take the uncommitted
+	// snapshots between two calls.
+	ctx, done, err := c.WithLease(ctx)
+	if err != nil {
+		return fmt.Errorf("taking lease for probe: %w", err)
+	}
+	defer done(ctx) //nolint:errcheck // the lease expires anyway
 	sn := c.SnapshotService(name)
 	key := fmt.Sprintf("vpnfleet-probe-%d", time.Now().UnixNano())
 	if _, err := sn.Prepare(ctx, key+"-lower", ""); err != nil {

@@ -89,7 +89,8 @@ type Runtime interface {
 	// Logs streams the workload's output, one line per value. Without
 	// Follow the stream ends after the last line written so far.
 	Logs(ctx context.Context, id string, opts LogOptions) (*Stream[LogLine], error)
-	// Stats takes one sample of the workload's resource use.
+	// Stats takes one sample of the workload's resource use; a workload
+	// that is not running gives errs.Conflict.
 	Stats(ctx context.Context, id string) (Stats, error)
 	// StreamStats samples the workload's resource use until ctx ends or the
 	// workload stops. interval is a hint: Docker samples once a second

@@ -142,6 +142,7 @@ func Run(t *testing.T, cfg Config) {
 		t.Run("exit code", s.testExitCode)
 		t.Run("restart policy", s.testRestartPolicy)
 		t.Run("oom", s.testOOM)
+		t.Run("health", s.testHealth)
 		t.Run("ownership", s.testOwnership)
 		t.Run("invalid specs", s.testInvalid)
 		t.Run("not found", s.testNotFound)
@@ -264,6 +265,21 @@ func collect(t testing.TB, st *runtime.Stream[runtime.LogLine]) []string {
 			t.Fatalf("log stream without follow did not end; got %d lines", len(lines))
 		}
 	}
+}
+
+// waitReady polls the workload's log until it printed "ready".
+func waitReady(tb testing.TB, rt runtime.Runtime, id string) {
+	tb.Helper()
+	eventually(tb, id+" ready", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+		defer cancel()
+		st, err := rt.Logs(ctx, id, runtime.LogOptions{})
+		if err != nil {
+			tb.Fatalf("Logs(%s): %v", id, err)
+		}
+		lines := collect(tb, st)
+		return slices.Contains(lines, "ready"), fmt.Sprintf("%d lines", len(lines))
+	})
 }
 
 func (s *suite) logs(t *testing.T, id string, opts runtime.LogOptions) []string {
@@ -526,10 +542,7 @@ func (s *suite) testExitCode(t *testing.T) {
 				t.Fatalf("Start: %v", err)
 			}
 			if tt.stop {
-				eventually(t, "workload ready", func() (bool, string) {
-					got := s.logs(t, id, runtime.LogOptions{})
-					return slices.Contains(got, "ready"), fmt.Sprintf("%q", got)
-				})
+				waitReady(t, s.rt, id)
 				if err := s.rt.Stop(ctx, id, stopAfter); err != nil {
 					t.Fatalf("Stop: %v", err)
 				}
@@ -625,6 +638,28 @@ func waitKinds(t testing.TB, st *runtime.Stream[runtime.Event], id string, kinds
 		}
 	}
 	return got
+}
+
+func (s *suite) testHealth(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t)
+	spec := s.spec("health", nil)
+	spec.Health = &runtime.HealthCheck{
+		Command:  []string{"/workload", "health"},
+		Interval: 200 * time.Millisecond, Timeout: 5 * time.Second, Retries: 3,
+	}
+	if !s.caps.Health {
+		if _, err := s.rt.Create(ctx, spec); !errors.Is(err, errs.Invalid) {
+			t.Fatalf("Create with a health check on a runtime without them: %v, want Invalid", err)
+		}
+		return
+	}
+	ev := s.events(t)
+	id := s.create(t, spec)
+	if err := s.rt.Start(ctx, id); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	waitEvent(t, ev, id, runtime.EventHealthStatus, func(e runtime.Event) bool { return e.Health == "healthy" })
 }
 
 func (s *suite) testOwnership(t *testing.T) {
@@ -844,6 +879,10 @@ func Bench(b *testing.B, cfg Config) {
 				b.Fatalf("Start: %v", err)
 			}
 			waitEvent(b, ev, id, runtime.EventStart, nil)
+			// Until the workload has set up its SIGTERM handler, a
+			// container's pid 1 ignores SIGTERM and Stop would wait for
+			// its timeout: measure the event path, not that race.
+			waitReady(b, rt, id)
 			b.StartTimer()
 			if err := rt.Stop(ctx, id, stopAfter); err != nil {
 				b.Fatalf("Stop: %v", err)
