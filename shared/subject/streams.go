@@ -93,5 +93,28 @@ func Buckets(replicas int) []jetstream.KeyValueConfig {
 		{Bucket: BucketNodes, Description: "node id -> agent registration and heartbeat", History: 1, Storage: jetstream.FileStorage, Replicas: replicas},
 		{Bucket: BucketServers, Description: "server id -> desired server", History: 5, Storage: jetstream.FileStorage, Replicas: replicas},
 		{Bucket: BucketJobs, Description: "job id -> status, counters, checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: replicas},
+		{Bucket: BucketUserIdempotency, Description: "hashed create idempotency key -> user id, kept a day", History: 1, TTL: UserIdempotencyTTL, Storage: jetstream.FileStorage, Replicas: replicas},
+	}
+}
+
+// BucketUserIdempotency maps a hashed create idempotency key to the id of
+// the user the first attempt created, so a retried create returns that user.
+const BucketUserIdempotency = "user_idempotency"
+
+// UserIdempotencyTTL is how long a create idempotency key is remembered.
+const UserIdempotencyTTL = 24 * time.Hour
+
+// UsersUsageConsumer declares the registry's durable consumer of USAGE,
+// shared by every replica. One message in flight at a time keeps each
+// node's windows in order, which the per-user high-water marks rely on.
+func UsersUsageConsumer() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerUsersUsage,
+		Description:   "user registry: per-user traffic counters and limits",
+		FilterSubject: AllUsage,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Minute,
+		MaxAckPending: 1,
 	}
 }

@@ -107,3 +107,24 @@ func ValidToken(s string) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-')
 	}) < 0
 }
+
+// Endpoints of the users service, each served on UsersCmd(endpoint).
+const (
+	UsersCreate       = "create"
+	UsersGet          = "get"
+	UsersList         = "list"
+	UsersCount        = "count"
+	UsersUpdate       = "update"
+	UsersDelete       = "delete"
+	UsersDisable      = "disable"
+	UsersEnable       = "enable"
+	UsersResetTraffic = "reset_traffic"
+	UsersRotate       = "rotate_credentials"
+	UsersLinks        = "links"
+	UsersSubscription = "subscription"
+	UsersQR           = "qr"
+)
+
+// UsersQueueGroup is the queue group of the users service's endpoints, so
+// N replicas share the requests.
+const UsersQueueGroup = "users"

@@ -1,0 +1,152 @@
+// Package endpoints serves the user registry as a NATS micro service on
+// subject.UsersCmd(endpoint), in a queue group so replicas share the load.
+// Handlers are thin: each decodes through bus.Endpoint, calls the registry,
+// the index or the links package, and returns its error.
+package endpoints
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/vpnfleet/vpnfleet/services/users/internal/index"
+	"github.com/vpnfleet/vpnfleet/services/users/internal/links"
+	"github.com/vpnfleet/vpnfleet/services/users/internal/registry"
+	"github.com/vpnfleet/vpnfleet/shared/bus"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
+	"github.com/vpnfleet/vpnfleet/shared/user"
+)
+
+// Version is the micro service version.
+const Version = "1.0.0"
+
+// handlers binds the endpoints to the core.
+type handlers struct {
+	reg *registry.Registry
+	idx *index.Index
+}
+
+// Serve registers the users micro service on nc. Handlers run under base
+// (the service's run context) with timeout each. The caller stops the
+// returned service.
+func Serve(base context.Context, nc *nats.Conn, log *slog.Logger, reg *registry.Registry, idx *index.Index, timeout time.Duration) (micro.Service, error) {
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        "users",
+		Version:     Version,
+		Description: "user registry: users, credentials, quotas, links",
+		QueueGroup:  subject.UsersQueueGroup,
+	})
+	if err != nil {
+		return nil, errs.Wrap(errs.Unavailable, err, "adding users service")
+	}
+	h := handlers{reg: reg, idx: idx}
+	eps := []struct {
+		name string
+		h    micro.Handler
+	}{
+		{subject.UsersCreate, bus.Endpoint(base, log, timeout, h.reg.Create)},
+		{subject.UsersGet, bus.Endpoint(base, log, timeout, h.get)},
+		{subject.UsersList, bus.Endpoint(base, log, timeout, h.list)},
+		{subject.UsersCount, bus.Endpoint(base, log, timeout, h.count)},
+		{subject.UsersUpdate, bus.Endpoint(base, log, timeout, h.reg.Update)},
+		{subject.UsersDelete, bus.Endpoint(base, log, timeout, h.reg.Delete)},
+		{subject.UsersDisable, bus.Endpoint(base, log, timeout, h.disable)},
+		{subject.UsersEnable, bus.Endpoint(base, log, timeout, h.enable)},
+		{subject.UsersResetTraffic, bus.Endpoint(base, log, timeout, h.reg.ResetTraffic)},
+		{subject.UsersRotate, bus.Endpoint(base, log, timeout, h.reg.Rotate)},
+		{subject.UsersLinks, bus.Endpoint(base, log, timeout, h.links)},
+		{subject.UsersSubscription, bus.Endpoint(base, log, timeout, h.subscription)},
+		{subject.UsersQR, bus.Endpoint(base, log, timeout, h.qr)},
+	}
+	for _, ep := range eps {
+		if err := svc.AddEndpoint(ep.name, ep.h, micro.WithEndpointSubject(subject.UsersCmd(ep.name))); err != nil {
+			_ = svc.Stop()
+			return nil, errs.Wrap(errs.Unavailable, err, "adding endpoint %s", ep.name)
+		}
+	}
+	return svc, nil
+}
+
+func (h handlers) get(ctx context.Context, req user.GetRequest) (user.User, error) {
+	switch {
+	case req.ID != "":
+		return h.reg.Get(ctx, req.ID)
+	case req.Name != "":
+		return h.reg.GetByName(ctx, req.Name)
+	}
+	return user.User{}, errs.Field("id", "id or name must be set")
+}
+
+func (h handlers) list(_ context.Context, req user.ListRequest) (user.ListResponse, error) {
+	return h.idx.List(req)
+}
+
+func (h handlers) count(_ context.Context, f user.Filter) (user.CountResponse, error) {
+	return user.CountResponse{Count: h.idx.Count(f)}, nil
+}
+
+func (h handlers) disable(ctx context.Context, req user.RevisionRequest) (user.User, error) {
+	return h.reg.SetEnabled(ctx, req, false)
+}
+
+func (h handlers) enable(ctx context.Context, req user.RevisionRequest) (user.User, error) {
+	return h.reg.SetEnabled(ctx, req, true)
+}
+
+// userLinks returns the links of user id on the servers of healthy nodes.
+func (h handlers) userLinks(ctx context.Context, id string, healthy []string) (user.LinksResponse, error) {
+	u, err := h.reg.Get(ctx, id)
+	if err != nil {
+		return user.LinksResponse{}, err
+	}
+	servers, groups, err := h.reg.Servers(ctx)
+	if err != nil {
+		return user.LinksResponse{}, err
+	}
+	ls, missing := links.ForUser(u, servers, groups, links.HealthyOf(healthy))
+	return user.LinksResponse{Links: ls, Missing: missing}, nil
+}
+
+func (h handlers) links(ctx context.Context, req user.LinksRequest) (user.LinksResponse, error) {
+	return h.userLinks(ctx, req.ID, req.HealthyNodes)
+}
+
+func (h handlers) subscription(ctx context.Context, req user.SubscriptionRequest) (user.SubscriptionResponse, error) {
+	resp, err := h.userLinks(ctx, req.ID, req.HealthyNodes)
+	if err != nil {
+		return user.SubscriptionResponse{}, err
+	}
+	body, ct, err := links.Subscription(resp.Links, req.Format)
+	if err != nil {
+		return user.SubscriptionResponse{}, err
+	}
+	return user.SubscriptionResponse{ContentType: ct, Body: body, Links: len(resp.Links)}, nil
+}
+
+func (h handlers) qr(ctx context.Context, req user.QRRequest) (user.QRResponse, error) {
+	content := req.Content
+	if content == "" {
+		resp, err := h.userLinks(ctx, req.ID, nil)
+		if err != nil {
+			return user.QRResponse{}, err
+		}
+		for _, l := range resp.Links {
+			if l.Server == req.Server && l.Protocol == req.Protocol {
+				content = l.URL
+				break
+			}
+		}
+		if content == "" {
+			return user.QRResponse{}, errs.New(errs.NotFound, "user %s has no %s link on server %s", req.ID, req.Protocol, req.Server)
+		}
+	}
+	png, text, err := links.QR(content, req.Size)
+	if err != nil {
+		return user.QRResponse{}, err
+	}
+	return user.QRResponse{Content: content, PNG: png, Text: text}, nil
+}

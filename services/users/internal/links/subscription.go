@@ -1,0 +1,223 @@
+package links
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/skip2/go-qrcode"
+	"gopkg.in/yaml.v3"
+
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/user"
+)
+
+// Content types of the subscription formats.
+const (
+	ContentTypeBase64  = "text/plain; charset=utf-8"
+	ContentTypeClash   = "application/yaml; charset=utf-8"
+	ContentTypeSingBox = "application/json"
+)
+
+// Subscription renders links in format (user.Format*) and returns the body
+// and its content type.
+func Subscription(links []user.Link, format string) (body, contentType string, err error) {
+	switch format {
+	case "", user.FormatBase64:
+		return Base64(links), ContentTypeBase64, nil
+	case user.FormatClash:
+		b, err := Clash(links)
+		return string(b), ContentTypeClash, err
+	case user.FormatSingBox:
+		b, err := SingBox(links)
+		return string(b), ContentTypeSingBox, err
+	}
+	return "", "", errs.Field("format", "must be base64, clash or sing-box")
+}
+
+// Base64 is the classic subscription body: standard base64 of the links
+// joined by newlines.
+func Base64(links []user.Link) string {
+	urls := make([]string, len(links))
+	for i, l := range links {
+		urls[i] = l.URL
+	}
+	return base64.StdEncoding.EncodeToString([]byte(strings.Join(urls, "\n")))
+}
+
+// parsed returns the params of every link, with names made unique (clients
+// key proxies by name).
+func parsed(links []user.Link) ([]Params, error) {
+	out := make([]Params, 0, len(links))
+	seen := map[string]int{}
+	for _, l := range links {
+		p, err := Parse(l.URL)
+		if err != nil {
+			return nil, fmt.Errorf("rendering link of server %s: %w", l.Server, err)
+		}
+		seen[p.Name]++
+		if n := seen[p.Name]; n > 1 {
+			p.Name = fmt.Sprintf("%s (%d)", p.Name, n)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// ClashProxy is one entry of a Clash/mihomo "proxies" list.
+type ClashProxy struct {
+	Name    string `yaml:"name"`
+	Type    string `yaml:"type"`
+	Server  string `yaml:"server"`
+	Port    int    `yaml:"port"`
+	UDP     bool   `yaml:"udp,omitempty"`
+	UUID    string `yaml:"uuid,omitempty"`
+	Network string `yaml:"network,omitempty"`
+	TLS     bool   `yaml:"tls,omitempty"`
+	Flow    string `yaml:"flow,omitempty"`
+	SNI     string `yaml:"servername,omitempty"`
+	Reality *struct {
+		PublicKey string `yaml:"public-key"`
+		ShortID   string `yaml:"short-id"`
+	} `yaml:"reality-opts,omitempty"`
+	Fingerprint string `yaml:"client-fingerprint,omitempty"`
+	Cipher      string `yaml:"cipher,omitempty"`
+	Username    string `yaml:"username,omitempty"`
+	Password    string `yaml:"password,omitempty"`
+}
+
+// Clash renders links as a Clash/mihomo config with a proxies list and one
+// select group holding them all.
+func Clash(links []user.Link) ([]byte, error) {
+	ps, err := parsed(links)
+	if err != nil {
+		return nil, err
+	}
+	proxies := make([]ClashProxy, 0, len(ps))
+	names := make([]string, 0, len(ps))
+	for _, p := range ps {
+		c := ClashProxy{Name: p.Name, Server: p.Host, Port: p.Port}
+		switch p.Protocol {
+		case user.VLESSReality:
+			c.Type, c.UDP, c.UUID, c.Network, c.TLS, c.Flow, c.SNI, c.Fingerprint = "vless", true, p.UUID, "tcp", true, p.Flow, p.SNI, p.Fingerprint
+			c.Reality = &struct {
+				PublicKey string `yaml:"public-key"`
+				ShortID   string `yaml:"short-id"`
+			}{p.PublicKey, p.ShortID}
+		case user.Shadowsocks2022:
+			c.Type, c.UDP, c.Cipher, c.Password = "ss", true, p.Method, p.Password
+		case user.SOCKS5:
+			c.Type, c.UDP, c.Username, c.Password = "socks5", true, p.Username, p.Password
+		case user.HTTP:
+			c.Type, c.Username, c.Password = "http", p.Username, p.Password
+		}
+		proxies = append(proxies, c)
+		names = append(names, p.Name)
+	}
+	doc := map[string]any{
+		"proxies":      proxies,
+		"proxy-groups": []map[string]any{{"name": "vpnfleet", "type": "select", "proxies": names}},
+		"rules":        []string{"MATCH,vpnfleet"},
+	}
+	out, err := yaml.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("encoding clash config: %w", err)
+	}
+	return out, nil
+}
+
+// SingBoxOutbound is one sing-box outbound.
+type SingBoxOutbound struct {
+	Type       string      `json:"type"`
+	Tag        string      `json:"tag"`
+	Server     string      `json:"server"`
+	ServerPort int         `json:"server_port"`
+	UUID       string      `json:"uuid,omitempty"`
+	Flow       string      `json:"flow,omitempty"`
+	Method     string      `json:"method,omitempty"`
+	Version    string      `json:"version,omitempty"`
+	Username   string      `json:"username,omitempty"`
+	Password   string      `json:"password,omitempty"`
+	TLS        *SingBoxTLS `json:"tls,omitempty"`
+}
+
+// SingBoxTLS is a sing-box outbound's TLS with uTLS and REALITY.
+type SingBoxTLS struct {
+	Enabled    bool   `json:"enabled"`
+	ServerName string `json:"server_name"`
+	UTLS       struct {
+		Enabled     bool   `json:"enabled"`
+		Fingerprint string `json:"fingerprint"`
+	} `json:"utls"`
+	Reality struct {
+		Enabled   bool   `json:"enabled"`
+		PublicKey string `json:"public_key"`
+		ShortID   string `json:"short_id"`
+	} `json:"reality"`
+}
+
+// SingBox renders links as a sing-box config fragment: {"outbounds": [...]}.
+func SingBox(links []user.Link) ([]byte, error) {
+	ps, err := parsed(links)
+	if err != nil {
+		return nil, err
+	}
+	outs := make([]SingBoxOutbound, 0, len(ps))
+	for _, p := range ps {
+		o := SingBoxOutbound{Tag: p.Name, Server: p.Host, ServerPort: p.Port}
+		switch p.Protocol {
+		case user.VLESSReality:
+			o.Type, o.UUID, o.Flow = "vless", p.UUID, p.Flow
+			t := &SingBoxTLS{Enabled: true, ServerName: p.SNI}
+			t.UTLS.Enabled, t.UTLS.Fingerprint = true, p.Fingerprint
+			t.Reality.Enabled, t.Reality.PublicKey, t.Reality.ShortID = true, p.PublicKey, p.ShortID
+			o.TLS = t
+		case user.Shadowsocks2022:
+			o.Type, o.Method, o.Password = "shadowsocks", p.Method, p.Password
+		case user.SOCKS5:
+			o.Type, o.Version, o.Username, o.Password = "socks", "5", p.Username, p.Password
+		case user.HTTP:
+			o.Type, o.Username, o.Password = "http", p.Username, p.Password
+		}
+		outs = append(outs, o)
+	}
+	out, err := json.MarshalIndent(map[string]any{"outbounds": outs}, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encoding sing-box config: %w", err)
+	}
+	return out, nil
+}
+
+// QR sizes.
+const (
+	DefaultQRSize = 256
+	maxQRContent  = 2048
+)
+
+// QR encodes content as a PNG of size pixels and as text for a terminal
+// (two rows per line).
+func QR(content string, size int) (png []byte, text string, err error) {
+	if size == 0 {
+		size = DefaultQRSize
+	}
+	var fe []errs.FieldError
+	if content == "" || len(content) > maxQRContent {
+		fe = append(fe, errs.FieldError{Field: "content", Rule: fmt.Sprintf("must be 1-%d bytes", maxQRContent)})
+	}
+	if size < 64 || size > 1024 {
+		fe = append(fe, errs.FieldError{Field: "size", Rule: "must be 64-1024"})
+	}
+	if err := errs.Fields(fe...); err != nil {
+		return nil, "", err
+	}
+	q, err := qrcode.New(content, qrcode.Medium)
+	if err != nil {
+		return nil, "", errs.Wrap(errs.Invalid, err, "encoding qr code")
+	}
+	png, err = q.PNG(size)
+	if err != nil {
+		return nil, "", fmt.Errorf("rendering qr code: %w", err)
+	}
+	return png, q.ToSmallString(false), nil
+}

@@ -1,0 +1,140 @@
+// Package users is the user registry service: it owns VPN users (the
+// desired state every agent converges to), their credentials, quotas and
+// usage counters. Run is its core, the same in vpn-users and inside vpnd:
+// a NATS micro service on vpn.users.* (see package endpoints), a consumer
+// of USAGE that adds traffic to the counters, and an enforcement loop that
+// expires, limits and resets users on time. Every replica runs all three;
+// compare-and-set writes make that safe.
+package users
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vpnfleet/vpnfleet/services/users/internal/endpoints"
+	"github.com/vpnfleet/vpnfleet/services/users/internal/index"
+	"github.com/vpnfleet/vpnfleet/services/users/internal/registry"
+	"github.com/vpnfleet/vpnfleet/shared/bus"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
+	"github.com/vpnfleet/vpnfleet/shared/svc"
+	"github.com/vpnfleet/vpnfleet/shared/usage"
+	"github.com/vpnfleet/vpnfleet/shared/user"
+)
+
+// Config is the registry's own configuration (the NATS connection and the
+// rest come with svc.Env).
+type Config struct {
+	RequestTimeout  time.Duration `flag:"request-timeout" env:"VPN_USERS_REQUEST_TIMEOUT" help:"time limit of one request to the users service"`
+	EnforceInterval time.Duration `flag:"enforce-interval" env:"VPN_USERS_ENFORCE_INTERVAL" help:"how often expiry, quotas and periodic resets are checked"`
+	NameClaimGrace  time.Duration `flag:"name-claim-grace" env:"VPN_USERS_NAME_CLAIM_GRACE" help:"age after which a name claim left by a crashed create may be taken over; must exceed request-timeout"`
+}
+
+// Defaults returns the default configuration.
+func Defaults() Config {
+	return Config{
+		RequestTimeout:  10 * time.Second,
+		EnforceInterval: 30 * time.Second,
+		NameClaimGrace:  time.Minute,
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var fe []errs.FieldError
+	if c.RequestTimeout <= 0 {
+		fe = append(fe, errs.FieldError{Field: "request_timeout", Rule: "must be positive"})
+	}
+	if c.EnforceInterval <= 0 {
+		fe = append(fe, errs.FieldError{Field: "enforce_interval", Rule: "must be positive"})
+	}
+	if c.NameClaimGrace <= c.RequestTimeout {
+		fe = append(fe, errs.FieldError{Field: "name_claim_grace", Rule: "must exceed request_timeout"})
+	}
+	return errs.Fields(fe...)
+}
+
+// Run runs the registry until ctx ends, then stops taking requests, drains
+// the usage consumer and returns nil. It returns an error when it cannot
+// start.
+func Run(ctx context.Context, cfg Config, env svc.Env) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := env.Log.With(logkey.Component, "users")
+	reg, err := registry.Open(ctx, env.JS, log, registry.Options{ClaimGrace: cfg.NameClaimGrace})
+	if err != nil {
+		return err
+	}
+	cons, err := env.JS.CreateOrUpdateConsumer(ctx, subject.StreamUsage, subject.UsersUsageConsumer())
+	if err != nil {
+		return errs.Wrap(errs.Unavailable, err, "provisioning consumer %s", subject.ConsumerUsersUsage)
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	idx := index.New()
+	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error { return idx.Follow(gctx, reg.Users(), log, registry.Decode) })
+	select {
+	case <-idx.Ready():
+	case <-gctx.Done():
+		return g.Wait()
+	}
+
+	service, err := endpoints.Serve(gctx, env.NC, log, reg, idx, cfg.RequestTimeout)
+	if err != nil {
+		cancel()
+		return errors.Join(err, g.Wait())
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		if err := service.Stop(); err != nil {
+			return fmt.Errorf("stopping users service: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		return bus.Consume(gctx, cons, log.With(logkey.Consumer, subject.ConsumerUsersUsage), bus.ConsumeOptions{},
+			func(ctx context.Context, rec usage.Record) error { return reg.ApplyUsage(ctx, rec) })
+	})
+	g.Go(func() error { return enforce(gctx, reg, idx, cfg.EnforceInterval, log) })
+	log.Info("users service started", logkey.Count, idx.Len())
+	err = g.Wait()
+	log.Info("users service stopped")
+	return err
+}
+
+// enforce settles every user whose expiry, quota or reset is due, every
+// interval, until ctx ends. Replicas may do it at once: the writes are
+// compare-and-set, so each change happens once.
+func enforce(ctx context.Context, reg *registry.Registry, idx *index.Index, every time.Duration, log *slog.Logger) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		now := time.Now()
+		idx.Each(func(u user.User) bool {
+			if ctx.Err() != nil {
+				return false
+			}
+			if !registry.Due(u, now) {
+				return true
+			}
+			if _, err := reg.Enforce(ctx, u.ID); err != nil && ctx.Err() == nil {
+				log.Warn("enforcing limits", logkey.User, u.ID, logkey.Err, err)
+			}
+			return true
+		})
+	}
+}

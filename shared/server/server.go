@@ -1,0 +1,89 @@
+// Package server is the contract of a deployed VPN server: the value of a
+// server's entry in the servers bucket. Users and gateway write the desired
+// server (Spec fields); the agent of its node applies it and writes Status.
+// Client links are built only from these records: a server's public host
+// comes from its applied Status, never from a placeholder.
+package server
+
+import (
+	"time"
+
+	"github.com/vpnfleet/vpnfleet/shared/user"
+)
+
+// EngineXray is the only engine so far.
+const EngineXray = "xray"
+
+// Server is one server on one node.
+type Server struct {
+	ID   string `json:"id"`
+	Node string `json:"node"`
+	Name string `json:"name"`
+	// Engine runs the inbounds ("xray").
+	Engine   string    `json:"engine"`
+	Inbounds []Inbound `json:"inbounds"`
+	// Status is written by the node's agent; zero until it has tried.
+	Status    Status    `json:"status,omitzero"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	// Revision is the KV revision the record was read at (not stored).
+	Revision uint64 `json:"revision,omitempty"`
+}
+
+// Inbound is one user-facing listener of a server.
+type Inbound struct {
+	Tag      string        `json:"tag"`
+	Protocol user.Protocol `json:"protocol"`
+	Port     int           `json:"port"`
+	// Listen is the bind address; empty is every interface.
+	Listen string `json:"listen,omitempty"`
+	// Reality is set for vless-reality inbounds.
+	Reality *Reality `json:"reality,omitempty"`
+	// Shadowsocks is set for shadowsocks-2022 inbounds.
+	Shadowsocks *Shadowsocks `json:"shadowsocks,omitempty"`
+}
+
+// Reality is a VLESS inbound's REALITY settings.
+type Reality struct {
+	// ServerNames are the SNIs clients may present; links use the first.
+	ServerNames []string `json:"server_names"`
+	// Dest is the TLS 1.3 site REALITY borrows its handshake from.
+	Dest string `json:"dest"`
+	// PrivateKey and PublicKey are the X25519 pair, base64url without
+	// padding; links carry the public key.
+	PrivateKey string `json:"private_key"`
+	PublicKey  string `json:"public_key"`
+	// ShortIDs are hex short ids; links use the first.
+	ShortIDs []string `json:"short_ids"`
+	// Fingerprint is the uTLS fingerprint clients imitate (default chrome).
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// Shadowsocks is a Shadowsocks-2022 inbound's method and server key
+// (standard base64 of user.SS2022KeyLen(Method) bytes).
+type Shadowsocks struct {
+	Method    string `json:"method"`
+	ServerKey string `json:"server_key"`
+}
+
+// State is how far the agent got with a server.
+type State string
+
+// The states.
+const (
+	StatePending State = "pending"
+	StateApplied State = "applied"
+	StateFailed  State = "failed"
+)
+
+// Status is what the node's agent reports about a server.
+type Status struct {
+	State  State  `json:"state"`
+	Reason string `json:"reason,omitempty"`
+	// PublicHost is the host name or address clients actually reach the
+	// server at.
+	PublicHost string `json:"public_host,omitempty"`
+	// AppliedRevision is the server revision the agent applied.
+	AppliedRevision uint64    `json:"applied_revision,omitempty"`
+	Time            time.Time `json:"time,omitzero"`
+}
