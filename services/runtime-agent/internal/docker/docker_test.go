@@ -50,13 +50,13 @@ func config(tb testing.TB) runtimetest.Config {
 			ctx := context.Background()
 			name := runtimetest.NewNode("foreign")
 			// An image every run has: the workload the suite imported.
-			imgs, err := native.ImageList(ctx, client.ImageListOptions{Filters: client.Filters{}.Add("label", "vpnfleet.test=workload")})
-			if err != nil || len(imgs.Items) == 0 || len(imgs.Items[0].RepoTags) == 0 {
-				tb.Fatalf("finding the workload image: %v %+v", err, imgs)
+			const image = "vpnfleet/runtimetest-workload:contract"
+			if _, err := native.ImageInspect(ctx, image); err != nil {
+				tb.Fatalf("finding the workload image: %v", err)
 			}
 			res, err := native.ContainerCreate(ctx, client.ContainerCreateOptions{
 				Name:       name,
-				Config:     &container.Config{Image: imgs.Items[0].RepoTags[0], Labels: map[string]string{"owner": "someone-else"}},
+				Config:     &container.Config{Image: image, Labels: map[string]string{"owner": "someone-else"}},
 				HostConfig: &container.HostConfig{NetworkMode: "host"},
 			})
 			if err != nil {

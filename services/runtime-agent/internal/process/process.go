@@ -426,7 +426,9 @@ func (r *Runtime) supervise(w *workload, pid int, child bool) {
 			t.Stop()
 			r.mu.Lock()
 			w.rec.State = runtime.StateExited
-			r.saveLocked() //nolint:errcheck // logged on the next save
+			if err := r.saveLocked(); err != nil {
+				r.log.Error("saving process state", "workload", name, "err", err)
+			}
 			r.mu.Unlock()
 			close(exited)
 			return
@@ -444,7 +446,9 @@ func (r *Runtime) supervise(w *workload, pid int, child bool) {
 		if err != nil {
 			r.log.Error("restarting process", "workload", name, "err", err)
 			w.rec.State, w.rec.ExitCode = runtime.StateExited, 127
-			r.saveLocked() //nolint:errcheck
+			if err := r.saveLocked(); err != nil {
+				r.log.Error("saving process state", "workload", name, "err", err)
+			}
 			r.mu.Unlock()
 			close(exited)
 			return
