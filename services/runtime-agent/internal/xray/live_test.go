@@ -42,7 +42,11 @@ func newUUID(t testing.TB) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
+// testLogger logs into the test's log; benchmarks discard logs.
 func testLogger(t testing.TB) *slog.Logger {
+	if _, ok := t.(*testing.B); ok {
+		return slog.New(slog.DiscardHandler)
+	}
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
@@ -102,23 +106,26 @@ func mustSSKey(t testing.TB, method string) string {
 // real Xray with it and waits until its API and inbounds answer.
 func startServer(t testing.TB, allowPrivate bool) *server {
 	t.Helper()
-	bin := xraytest.Binary(t)
-	dest := xraytest.StartTLSDest(t, sni)
-	ins, pub := inbounds(t, dest)
-	spec := xray.Spec{
-		APIListen:            "127.0.0.1:" + strconv.Itoa(xraytest.FreePort(t)),
-		AllowPrivateNetworks: allowPrivate,
-		Inbounds:             ins,
-	}
+	ins, pub := inbounds(t, xraytest.StartTLSDest(t, sni))
+	s := runServer(t, xray.Spec{AllowPrivateNetworks: allowPrivate, Inbounds: ins})
+	s.pubKey = pub
+	return s
+}
+
+// runServer runs a real Xray for spec, with the API on a free loopback port,
+// and waits until its API and inbounds answer.
+func runServer(t testing.TB, spec xray.Spec) *server {
+	t.Helper()
+	spec.APIListen = "127.0.0.1:" + strconv.Itoa(xraytest.FreePort(t))
 	cfg, err := xray.BuildConfig(spec)
 	if err != nil {
 		t.Fatalf("BuildConfig: %v", err)
 	}
 	wait := []string{spec.APIListen}
-	for _, in := range ins {
+	for _, in := range spec.Inbounds {
 		wait = append(wait, net.JoinHostPort(in.Listen, strconv.Itoa(in.Port)))
 	}
-	proc := xraytest.Start(t, bin, cfg, wait...)
+	proc := xraytest.Start(t, xraytest.Binary(t), cfg, wait...)
 	api, err := xray.NewClient(spec.APIListen, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -127,11 +134,13 @@ func startServer(t testing.TB, allowPrivate bool) *server {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for err := api.Ping(ctx); err != nil; err = api.Ping(ctx) {
-		if ctx.Err() != nil {
+		select {
+		case <-ctx.Done():
 			t.Fatalf("xray api never answered: %v", err)
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return &server{spec: spec, api: api, proc: proc, pubKey: pub}
+	return &server{spec: spec, api: api, proc: proc}
 }
 
 func (s *server) inbound(tag string) xray.Inbound {
@@ -382,5 +391,52 @@ func TestClientErrors(t *testing.T) {
 	defer cancel()
 	if err := dead.Ping(cctx); !errors.Is(err, errs.Unavailable) {
 		t.Fatalf("Ping of a dead api = %v, want unavailable", err)
+	}
+}
+
+// TestAddUsersBatch covers the batch paths, which replace the inbound: users
+// added earlier through the API survive, batch users connect, and repeating
+// the batch changes nothing.
+func TestAddUsersBatch(t *testing.T) {
+	s := startServer(t, true)
+	bin := xraytest.Binary(t)
+	target := xraytest.StartHTTPTarget(t)
+	ctx := context.Background()
+	for _, tag := range []string{"ss", "socks", "http", "vless"} {
+		t.Run(tag, func(t *testing.T) {
+			in := s.inbound(tag)
+			early := newUser(t, in)
+			if err := s.api.AddUser(ctx, in, early); err != nil {
+				t.Fatalf("AddUser: %v", err)
+			}
+			batch := []xray.User{early} // already there: skipped
+			for range 40 {
+				batch = append(batch, newUser(t, in))
+			}
+			for range 2 {
+				if err := s.api.AddUsers(ctx, in, batch); err != nil {
+					t.Fatalf("AddUsers: %v", err)
+				}
+			}
+			want := []string{in.Users[0].ID}
+			for _, u := range batch {
+				want = append(want, u.ID)
+			}
+			slices.Sort(want)
+			if ids, err := s.api.InboundUsers(ctx, in); err != nil || !slices.Equal(ids, want) {
+				t.Fatalf("InboundUsers = %v, %v; want %v", ids, err, want)
+			}
+			for _, u := range []xray.User{early, batch[len(batch)-1], in.Users[0]} {
+				c := xraytest.StartClient(t, bin, s.outbound(in, u))
+				if body, err := fetch(c, target); err != nil || string(body) != xraytest.TargetBody {
+					t.Fatalf("user %s after the batch: %q, %v", u.ID, body, err)
+				}
+			}
+			// Users still change one by one after a replacement.
+			if err := s.api.RemoveUser(ctx, in, early.ID); err != nil {
+				t.Fatalf("RemoveUser: %v", err)
+			}
+			fetchFails(t, xraytest.StartClient(t, bin, s.outbound(in, early)), target, "a removed user")
+		})
 	}
 }
