@@ -1,6 +1,8 @@
 package users_test
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/event"
+	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/usage"
 	"github.com/vpnfleet/vpnfleet/shared/user"
@@ -412,4 +415,63 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	later := usage.Record{Node: "n1", Window: 2, Users: []usage.UserDelta{{User: created[0].ID, Uplink: 1}}}
 	h.publishUsage(later.MsgID(), later)
 	h.waitUsed(created[0].ID, 43)
+}
+
+func TestLinksSubscriptionAndQROverNATS(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	u := must[user.User](h, subject.UsersCreate, user.CreateRequest{Name: "kate", Protocols: []user.Protocol{user.VLESSReality, user.Shadowsocks2022}})
+
+	// Before any server exists there is no link, and a reason.
+	resp := must[user.LinksResponse](h, subject.UsersLinks, user.LinksRequest{ID: u.ID})
+	if len(resp.Links) != 0 || len(resp.Missing) != 2 {
+		t.Fatalf("links without servers: %+v", resp)
+	}
+	kv, err := h.js.KeyValue(ctxT(t), subject.BucketServers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := server.Server{ID: "s1", Node: "n1", Name: "fra", Engine: server.EngineXray, Inbounds: []server.Inbound{
+		{Tag: "vless", Protocol: user.VLESSReality, Port: 443, Reality: &server.Reality{ServerNames: []string{"www.example.com"}, PublicKey: "cHVi", ShortIDs: []string{"ab12"}}},
+		{Tag: "ss", Protocol: user.Shadowsocks2022, Port: 8388, Shadowsocks: &server.Shadowsocks{Method: user.SS2022AES128GCM, ServerKey: "c2VydmVyLWtleS0xNmJ5dA=="}},
+	}, Status: server.Status{State: server.StateApplied, PublicHost: "fra.example.net"}}
+	data, _ := json.Marshal(srv)
+	if _, err := kv.Put(ctxT(t), srv.ID, data); err != nil {
+		t.Fatal(err)
+	}
+	resp = must[user.LinksResponse](h, subject.UsersLinks, user.LinksRequest{ID: u.ID})
+	if len(resp.Links) != 2 || len(resp.Missing) != 0 {
+		t.Fatalf("links: %+v", resp)
+	}
+	wantVLESS := "vless://" + u.Credentials.VLESS.UUID + "@fra.example.net:443?type=tcp&security=reality&encryption=none&flow=xtls-rprx-vision&sni=www.example.com&pbk=cHVi&sid=ab12&fp=chrome#kate%40fra"
+	if resp.Links[0].URL != wantVLESS {
+		t.Fatalf("vless link\n%s\nwant\n%s", resp.Links[0].URL, wantVLESS)
+	}
+	if !strings.HasPrefix(resp.Links[1].URL, "ss://2022-blake3-aes-128-gcm:c2VydmVyLWtleS0xNmJ5dA%3D%3D%3A") {
+		t.Fatalf("ss link %s", resp.Links[1].URL)
+	}
+	// An unhealthy node gives no link.
+	none := must[user.LinksResponse](h, subject.UsersLinks, user.LinksRequest{ID: u.ID, HealthyNodes: []string{}})
+	if len(none.Links) != 0 || none.Missing[0].Reason != "node is not healthy" {
+		t.Fatalf("links with no healthy node: %+v", none)
+	}
+
+	sub := must[user.SubscriptionResponse](h, subject.UsersSubscription, user.SubscriptionRequest{ID: u.ID, HealthyNodes: []string{"n1"}})
+	body, err := base64.StdEncoding.DecodeString(sub.Body)
+	if err != nil || string(body) != resp.Links[0].URL+"\n"+resp.Links[1].URL {
+		t.Fatalf("subscription %q: %v", body, err)
+	}
+	for _, f := range []string{user.FormatClash, user.FormatSingBox} {
+		s := must[user.SubscriptionResponse](h, subject.UsersSubscription, user.SubscriptionRequest{ID: u.ID, Format: f})
+		if s.Links != 2 || !strings.Contains(s.Body, "fra.example.net") {
+			t.Fatalf("%s subscription %+v", f, s)
+		}
+	}
+	qr := must[user.QRResponse](h, subject.UsersQR, user.QRRequest{ID: u.ID, Server: "s1", Protocol: user.VLESSReality})
+	if qr.Content != wantVLESS || len(qr.PNG) == 0 || qr.Text == "" {
+		t.Fatalf("qr of %s", qr.Content)
+	}
+	if _, err := call[user.QRResponse](h, subject.UsersQR, user.QRRequest{ID: u.ID, Server: "s1", Protocol: user.HTTP}); !errors.Is(err, errs.NotFound) {
+		t.Fatalf("qr of a missing link: %v", err)
+	}
 }

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/vpnfleet/vpnfleet/shared/bus"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/natstest"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
+	"github.com/vpnfleet/vpnfleet/shared/user"
+	"github.com/vpnfleet/vpnfleet/shared/waitfor"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestRunServesUsersOverNATS starts the binary's run against a real
+// JetStream server and drives it the way the gateway does.
+func TestRunServesUsersOverNATS(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Conn()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--nats-url", s.URL(), "--ops-addr", "", "--enforce-interval", "1s"}, func(string) string { return "" }, io.Discard)
+	}()
+	var u user.User
+	waitfor.Cond(t, 10*time.Second, func() error {
+		var err error
+		u, err = bus.Request[user.User](ctx, nc, subject.UsersCmd(subject.UsersCreate), user.CreateRequest{Name: "alice", IdempotencyKey: "k"})
+		return err
+	})
+	got, err := bus.Request[user.User](ctx, nc, subject.UsersCmd(subject.UsersGet), user.GetRequest{Name: "ALICE"})
+	if err != nil || got.ID != u.ID {
+		t.Fatalf("get: %v, %s want %s", err, got.ID, u.ID)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer rcancel()
+	if _, err := bus.Request[user.User](rctx, nc, subject.UsersCmd(subject.UsersGet), user.GetRequest{ID: u.ID}); !errors.Is(err, errs.Unavailable) {
+		t.Fatalf("after stop: %v, want Unavailable (nobody answering)", err)
+	}
+}
+
+func TestBadConfigIsInvalid(t *testing.T) {
+	err := run(context.Background(), []string{"--request-timeout", "2m"}, func(string) string { return "" }, io.Discard)
+	if !errors.Is(err, errs.Invalid) || len(errs.FieldsOf(err)) == 0 {
+		t.Fatalf("err %v, want Invalid naming name_claim_grace", err)
+	}
+}
