@@ -12,6 +12,7 @@ PKGS     = $(addsuffix /...,$(MODULES))
 # Binaries and where their main packages live.
 CMDS := ./services/vpnd/cmd/vpnd \
         ./services/gateway/cmd/vpn-gateway \
+        ./services/users/cmd/vpn-users \
         ./services/health/cmd/vpn-health
 # Extra arguments for `make run`, e.g. make run ARGS="--log-level debug".
 ARGS ?=

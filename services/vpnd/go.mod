@@ -15,6 +15,7 @@ replace github.com/vpnfleet/vpnfleet/services/runtime-agent => ../runtime-agent
 require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/vpnfleet/vpnfleet/services/gateway v0.0.0-00010101000000-000000000000
+	github.com/vpnfleet/vpnfleet/services/users v0.0.0-00010101000000-000000000000
 	github.com/vpnfleet/vpnfleet/services/runtime-agent v0.0.0-00010101000000-000000000000
 	github.com/vpnfleet/vpnfleet/shared v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0

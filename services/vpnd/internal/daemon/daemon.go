@@ -19,6 +19,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/gateway"
 	agent "github.com/vpnfleet/vpnfleet/services/runtime-agent"
+	"github.com/vpnfleet/vpnfleet/services/users"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/config"
 	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
@@ -86,6 +87,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return svc.ServeHTTP(gctx, l, gw.Handler(), log) })
+	g.Go(func() error { return users.Run(gctx, users.Defaults(), env) })
 	if cfg.Agent {
 		agentEnv := env
 		agentEnv.DataDir = filepath.Join(dataDir, "agent")
