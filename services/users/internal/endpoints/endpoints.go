@@ -7,6 +7,7 @@ package endpoints
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,6 +25,53 @@ import (
 // Version is the micro service version.
 const Version = "1.0.0"
 
+// MaxInFlight bounds the requests one replica handles at once. A micro
+// endpoint delivers its requests one after another; handling them on their
+// own goroutines lets a replica overlap the KV round trips of many.
+const MaxInFlight = 64
+
+// Service is the running micro service.
+type Service struct {
+	svc   micro.Service
+	slots chan struct{}
+
+	mu       sync.Mutex // orders inFlight.Add before inFlight.Wait
+	stopped  bool
+	inFlight sync.WaitGroup
+}
+
+// Stop stops taking requests and waits for those in flight. Requests the
+// draining subscription still delivers are refused as Unavailable.
+func (s *Service) Stop() error {
+	err := s.svc.Stop()
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	s.inFlight.Wait()
+	return err
+}
+
+// concurrent runs h on its own goroutine per request, at most MaxInFlight
+// at once (further requests wait in the subscription).
+func (s *Service) concurrent(h micro.Handler) micro.Handler {
+	return micro.HandlerFunc(func(r micro.Request) {
+		s.slots <- struct{}{}
+		s.mu.Lock()
+		if s.stopped {
+			s.mu.Unlock()
+			<-s.slots
+			_ = r.Error(errs.Code(errs.Unavailable), "users service is stopping", nil)
+			return
+		}
+		s.inFlight.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer func() { <-s.slots; s.inFlight.Done() }()
+			h.Handle(r)
+		}()
+	})
+}
+
 // handlers binds the endpoints to the core.
 type handlers struct {
 	reg *registry.Registry
@@ -33,8 +81,8 @@ type handlers struct {
 // Serve registers the users micro service on nc. Handlers run under base
 // (the service's run context) with timeout each. The caller stops the
 // returned service.
-func Serve(base context.Context, nc *nats.Conn, log *slog.Logger, reg *registry.Registry, idx *index.Index, timeout time.Duration) (micro.Service, error) {
-	svc, err := micro.AddService(nc, micro.Config{
+func Serve(base context.Context, nc *nats.Conn, log *slog.Logger, reg *registry.Registry, idx *index.Index, timeout time.Duration) (*Service, error) {
+	ms, err := micro.AddService(nc, micro.Config{
 		Name:        "users",
 		Version:     Version,
 		Description: "user registry: users, credentials, quotas, links",
@@ -43,6 +91,7 @@ func Serve(base context.Context, nc *nats.Conn, log *slog.Logger, reg *registry.
 	if err != nil {
 		return nil, errs.Wrap(errs.Unavailable, err, "adding users service")
 	}
+	svc := &Service{svc: ms, slots: make(chan struct{}, MaxInFlight)}
 	h := handlers{reg: reg, idx: idx}
 	eps := []struct {
 		name string
@@ -63,7 +112,7 @@ func Serve(base context.Context, nc *nats.Conn, log *slog.Logger, reg *registry.
 		{subject.UsersQR, bus.Endpoint(base, log, timeout, h.qr)},
 	}
 	for _, ep := range eps {
-		if err := svc.AddEndpoint(ep.name, ep.h, micro.WithEndpointSubject(subject.UsersCmd(ep.name))); err != nil {
+		if err := ms.AddEndpoint(ep.name, svc.concurrent(ep.h), micro.WithEndpointSubject(subject.UsersCmd(ep.name))); err != nil {
 			_ = svc.Stop()
 			return nil, errs.Wrap(errs.Unavailable, err, "adding endpoint %s", ep.name)
 		}

@@ -208,12 +208,9 @@ func (r *Registry) Create(ctx context.Context, req user.CreateRequest) (user.Use
 			return user.User{}, err
 		}
 		if prev != id {
-			existing, err := r.get(ctx, prev)
-			if errs.ClassOf(err) != errs.NotFound {
+			existing, done, err := r.createdBefore(ctx, prev)
+			if done || err != nil {
 				return existing, err
-			}
-			if deleted, err := r.wasDeleted(ctx, prev); err != nil || deleted {
-				return user.User{}, errors.Join(err, errs.Wrap(errs.Conflict, ErrDeleted, "the user created with this idempotency key (%s) was deleted", prev))
 			}
 			// The first attempt stopped before writing the user: finish it
 			// under its id. Concurrent retries all write the same key with
@@ -287,17 +284,28 @@ func (r *Registry) rememberKey(ctx context.Context, key, id string) (string, err
 	return "", errs.New(errs.Unavailable, "idempotency key keeps changing; retry")
 }
 
-// wasDeleted reports whether id existed and was deleted, as opposed to
-// never having been written.
-func (r *Registry) wasDeleted(ctx context.Context, id string) (bool, error) {
-	_, err := r.usersStream.GetLastMsgForSubject(ctx, kvSubject(subject.BucketUsers, id))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return false, nil
+// createdBefore finds the user an earlier create with the same
+// idempotency key made under id. done is false when that create never got
+// as far as writing the user (it died, or is still running), so the caller
+// may finish it. A user deleted since is not brought back.
+func (r *Registry) createdBefore(ctx context.Context, id string) (u user.User, done bool, err error) {
+	for range maxCASAttempts {
+		u, err := r.get(ctx, id)
+		if errs.ClassOf(err) != errs.NotFound {
+			return u, true, err
+		}
+		m, err := r.usersStream.GetLastMsgForSubject(ctx, kvSubject(subject.BucketUsers, id))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return user.User{}, false, nil
+		case err != nil:
+			return user.User{}, true, unavailable(err, "reading history of user %s", id)
+		case m.Header.Get("KV-Operation") != "":
+			return user.User{}, true, errs.Wrap(errs.Conflict, ErrDeleted, "the user created with this idempotency key (%s) was deleted", id)
+		}
+		// Written between the two reads: read it again.
 	}
-	if err != nil {
-		return false, unavailable(err, "reading history of user %s", id)
-	}
-	return true, nil
+	return user.User{}, true, errs.New(errs.Unavailable, "user %s keeps changing; retry", id)
 }
 
 // undoCreate deletes a user that lost its name claim while stalled.
