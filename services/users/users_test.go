@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vpnfleet/vpnfleet/services/users/internal/registry"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/event"
+	"github.com/vpnfleet/vpnfleet/shared/natstest"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/usage"
@@ -155,8 +157,11 @@ func TestBadInputNamesEveryField(t *testing.T) {
 	}
 }
 
+// TestConcurrentCreatesOfOneNameOneWins races 100 creates of one name (in
+// three casings) across two replicas of the service.
 func TestConcurrentCreatesOfOneNameOneWins(t *testing.T) {
 	h := newHarness(t)
+	h.start()
 	h.start()
 	const n = 100
 	var wg sync.WaitGroup
@@ -311,14 +316,27 @@ func TestUsageDeliveredTwiceCountsOnce(t *testing.T) {
 	other := usage.Record{Node: "n2", Window: 1, Users: []usage.UserDelta{{User: a.ID, Downlink: 10}}}
 	h.publishUsage(other.MsgID(), other)
 
-	u := h.waitUsed(a.ID, 1111)
-	if u.Usage.LifetimeUp != 101 || u.Usage.LifetimeDown != 1010 || u.Usage.Windows["n1"] != 2 || u.Usage.Windows["n2"] != 1 {
+	// A crash after applying part of a batch: one user already counted
+	// window 3, the other not; the redelivered batch completes it.
+	reg, err := registry.Open(ctxT(t), h.js, natstest.Logger(t), registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	partial := usage.Record{Node: "n3", Window: 3, Users: []usage.UserDelta{{User: a.ID, Uplink: 1000}}}
+	if err := reg.ApplyUsage(ctxT(t), partial); err != nil {
+		t.Fatal(err)
+	}
+	whole := usage.Record{Node: "n3", Window: 3, Users: []usage.UserDelta{{User: a.ID, Uplink: 1000}, {User: b.ID, Uplink: 1000}}}
+	h.publishUsage(whole.MsgID(), whole)
+
+	u := h.waitUsed(a.ID, 2111)
+	if u.Usage.LifetimeUp != 1101 || u.Usage.LifetimeDown != 1010 || u.Usage.Windows["n1"] != 2 || u.Usage.Windows["n2"] != 1 || u.Usage.Windows["n3"] != 3 {
 		t.Fatalf("usage %+v", u.Usage)
 	}
 	if u.Usage.FirstUsedAt.IsZero() || u.Usage.LastSeenAt.IsZero() {
 		t.Fatalf("first/last seen not set: %+v", u.Usage)
 	}
-	h.waitUsed(b.ID, 10)
+	h.waitUsed(b.ID, 1010)
 	// Every message was acknowledged: nothing waits for redelivery.
 	waitfor.Cond(t, 10*time.Second, func() error {
 		c, err := h.js.Consumer(ctxT(t), subject.StreamUsage, subject.ConsumerUsersUsage)
@@ -334,7 +352,7 @@ func TestUsageDeliveredTwiceCountsOnce(t *testing.T) {
 		}
 		return nil
 	})
-	h.waitUsed(a.ID, 1111)
+	h.waitUsed(a.ID, 2111)
 }
 
 func TestLimitExpiryAndOnHoldTransitionsPublishEvents(t *testing.T) {

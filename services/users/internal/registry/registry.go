@@ -357,7 +357,7 @@ func (r *Registry) claimName(ctx context.Context, name, id string) error {
 			return errs.Wrap(errs.Conflict, ErrNameTaken, "name %s", name)
 		}
 		if _, err := r.names.Update(ctx, key, []byte(id), e.Revision()); err == nil {
-			r.log.Warn("took over stale name claim", logkey.User, id, "name", key, "previous_holder", holder)
+			r.log.Warn("took over stale name claim", logkey.User, id, logkey.Detail, fmt.Sprintf("name %s was held by %s", key, holder))
 			return nil
 		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			return unavailable(err, "taking over name %s", key)
@@ -401,7 +401,7 @@ func (r *Registry) releaseName(ctx context.Context, name, id string) {
 		}
 	}
 	if err != nil {
-		r.log.Warn("releasing name", logkey.User, id, "name", key, logkey.Err, err)
+		r.log.Warn("releasing name", logkey.User, id, logkey.Detail, key, logkey.Err, err)
 	}
 }
 
