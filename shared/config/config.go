@@ -111,8 +111,7 @@ func Load(name string, cfg any, args []string, getenv func(string) string, usage
 	fs.Usage = func() { printUsage(usage, name, fs, fields) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
-			return ErrHelp
+			return ErrHelp // Parse has printed the usage
 		}
 		return errs.New(errs.Invalid, "%s (see %s -h)", strings.TrimPrefix(err.Error(), "flag provided but not defined: "), name)
 	}

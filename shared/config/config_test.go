@@ -121,6 +121,9 @@ func TestHelpPrintsUsage(t *testing.T) {
 	if !errors.Is(err, config.ErrHelp) {
 		t.Fatalf("err %v, want ErrHelp", err)
 	}
+	if strings.Count(out.String(), "Usage:") != 1 {
+		t.Fatalf("usage printed %d times:\n%s", strings.Count(out.String(), "Usage:"), out.String())
+	}
 	if !strings.Contains(out.String(), "--port") || !strings.Contains(out.String(), "env T_PORT") {
 		t.Fatalf("usage lacks flags and env names:\n%s", out.String())
 	}
