@@ -121,31 +121,7 @@ func (h *harness) runWorkload(name string, env map[string]string) runtime.Worklo
 // eventsOn returns the runtime events stored for one workload.
 func (h *harness) eventsOn(workload string) []event.Envelope {
 	h.t.Helper()
-	cons, err := h.js.OrderedConsumer(h.ctx(), subject.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject.RuntimeEvent(h.nodeID, workload)},
-	})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []event.Envelope
-	for {
-		batch, err := cons.FetchNoWait(100)
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var env event.Envelope
-			if err := json.Unmarshal(m.Data(), &env); err != nil {
-				h.t.Fatal(err)
-			}
-			out = append(out, env)
-		}
-		if n == 0 {
-			return out
-		}
-	}
+	return natstest.Events(h.t, h.js, subject.RuntimeEvent(h.nodeID, workload))
 }
 
 func hasType(evs []event.Envelope, typ event.Type) bool {

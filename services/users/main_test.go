@@ -2,7 +2,6 @@ package users_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
@@ -120,36 +119,7 @@ func (h *harness) create(name string) user.User {
 // events returns every event published about user id, in order.
 func (h *harness) events(id string) []event.Envelope {
 	h.t.Helper()
-	ctx := ctxT(h.t)
-	cons, err := h.js.OrderedConsumer(ctx, subject.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject.UserEvent(id)}})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []event.Envelope
-	for {
-		batch, err := cons.FetchNoWait(100)
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var env event.Envelope
-			if err := json.Unmarshal(m.Data(), &env); err != nil {
-				h.t.Fatal(err)
-			}
-			if m.Headers().Get(jetstream.MsgIDHeader) != env.ID {
-				h.t.Fatalf("event %s stored with msg id %q", env.ID, m.Headers().Get(jetstream.MsgIDHeader))
-			}
-			out = append(out, env)
-		}
-		if batch.Error() != nil && !errors.Is(batch.Error(), nats.ErrTimeout) {
-			h.t.Fatal(batch.Error())
-		}
-		if n == 0 {
-			return out
-		}
-	}
+	return natstest.Events(h.t, h.js, subject.UserEvent(id))
 }
 
 // waitEvent waits for an event of typ about id and returns its payload.

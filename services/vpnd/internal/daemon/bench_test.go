@@ -3,15 +3,13 @@ package daemon_test
 import (
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vpnfleet/vpnfleet/shared/procstat"
 	"github.com/vpnfleet/vpnfleet/shared/waitfor"
 )
 
@@ -57,16 +55,9 @@ func BenchmarkColdStartToReady(b *testing.B) {
 }
 
 func rssMB(b *testing.B, pid int) float64 {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	rss, err := procstat.RSSBytes(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	b.Fatal("no VmRSS")
-	return 0
+	return float64(rss) / (1 << 20)
 }
