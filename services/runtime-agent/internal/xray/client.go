@@ -130,16 +130,14 @@ func (c *Client) AddUsers(ctx context.Context, in Inbound, users []User) error {
 	}
 	switch in.Protocol {
 	case Shadowsocks2022:
-		if len(users) < ss2022BatchMin {
-			break
+		if len(users) >= ss2022BatchMin {
+			if err := c.replaceSS2022Users(ctx, in, users); err != nil {
+				return fmt.Errorf("adding %d users to %s: %w", len(users), in.Tag, err)
+			}
+			return nil
 		}
-		if err := c.replaceSS2022Users(ctx, in, users); err != nil {
-			return fmt.Errorf("adding %d users to %s: %w", len(users), in.Tag, err)
-		}
-		return nil
-	}
-	switch in.Protocol {
-	case VLESSReality, Shadowsocks2022:
+		fallthrough
+	case VLESSReality:
 		for _, u := range users {
 			if err := c.alterUser(ctx, in, u); err != nil {
 				return err

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -371,6 +372,11 @@ func TestClientErrors(t *testing.T) {
 			in.Tag = "socks"
 			return s.api.AddUser(ctx, in, newUser(t, vless))
 		}, errs.Conflict},
+		{"ss inbound without its method", func() error {
+			in := ss
+			in.Shadowsocks = nil
+			return s.api.AddUser(ctx, in, newUser(t, ss))
+		}, errs.Invalid},
 		{"reserved id", func() error { return s.api.RemoveUser(ctx, socks, "vpnfleet-placeholder") }, errs.Invalid},
 	}
 	for _, tt := range tests {
@@ -438,5 +444,45 @@ func TestAddUsersBatch(t *testing.T) {
 			}
 			fetchFails(t, xraytest.StartClient(t, bin, s.outbound(in, early)), target, "a removed user")
 		})
+	}
+}
+
+// TestConcurrentAddsSurviveReplacement: single adds racing with a batch that
+// replaces the inbound are all kept.
+func TestConcurrentAddsSurviveReplacement(t *testing.T) {
+	s := startServer(t, true)
+	ctx := context.Background()
+	in := s.inbound("ss")
+	var singles, batch []xray.User
+	for range 20 {
+		singles = append(singles, newUser(t, in))
+	}
+	for range 3 * 32 {
+		batch = append(batch, newUser(t, in))
+	}
+	errc := make(chan error, len(batch)/32+len(singles))
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; i < len(batch); i += 32 {
+			errc <- s.api.AddUsers(ctx, in, batch[i:i+32])
+		}
+	})
+	for _, u := range singles {
+		wg.Go(func() { errc <- s.api.AddUser(ctx, in, u) })
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{in.Users[0].ID}
+	for _, u := range slices.Concat(singles, batch) {
+		want = append(want, u.ID)
+	}
+	slices.Sort(want)
+	if ids, err := s.api.InboundUsers(ctx, in); err != nil || !slices.Equal(ids, want) {
+		t.Fatalf("InboundUsers: %d users, %v; want %d", len(ids), err, len(want))
 	}
 }

@@ -102,7 +102,9 @@ type User struct {
 	// on SOCKS5 and HTTP inbounds it is also the user name. Lowercase
 	// letters, digits and . _ @ -, at most 128 characters: a UUID fits.
 	ID string `json:"id"`
-	// UUID is the VLESS credential.
+	// UUID is the VLESS credential. It must be unique on the inbound: Xray
+	// looks VLESS users up by UUID and lets a second user with the same UUID
+	// silently take over the first one's.
 	UUID string `json:"uuid,omitempty"`
 	// Flow is the VLESS flow; empty means FlowVision, the only one allowed.
 	Flow string `json:"flow,omitempty"`
@@ -275,8 +277,8 @@ func (in Inbound) validateUser(v *validator, p string, u User) {
 					v.add(join(p, "key"), err.Error())
 				}
 			}
-		} else if u.Key == "" {
-			v.add(join(p, "key"), "is required")
+		} else {
+			v.add(join(p, "key"), "cannot be checked without the inbound's shadowsocks method")
 		}
 		empty("uuid", u.UUID)
 		empty("flow", u.Flow)
