@@ -16,6 +16,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/natstest"
 	"github.com/vpnfleet/vpnfleet/shared/probe"
+	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/svc"
 	"github.com/vpnfleet/vpnfleet/shared/telemetry"
@@ -82,7 +83,10 @@ func (h *harness) start() (stop func()) {
 			h.t.Fatalf("users.Run exited early: %v", err)
 		default:
 		}
-		_, err := call[user.CountResponse](h, subject.UsersCount, user.Filter{})
+		if _, err := call[user.CountResponse](h, subject.UsersCount, user.Filter{}); err != nil {
+			return err
+		}
+		_, err := callServers[server.ListResponse](h, subject.ServersList, server.ListRequest{})
 		return err
 	})
 	return stop
@@ -99,6 +103,23 @@ func call[Resp any](h *harness, endpoint string, req any) (Resp, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return bus.Request[Resp](ctx, h.nc, subject.UsersCmd(endpoint), req)
+}
+
+// callServers sends one request to a servers endpoint.
+func callServers[Resp any](h *harness, endpoint string, req any) (Resp, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return bus.Request[Resp](ctx, h.nc, subject.ServersCmd(endpoint), req)
+}
+
+// mustServers fails the test on a servers request error.
+func mustServers[Resp any](h *harness, endpoint string, req any) Resp {
+	h.t.Helper()
+	resp, err := callServers[Resp](h, endpoint, req)
+	if err != nil {
+		h.t.Fatalf("servers %s: %v", endpoint, err)
+	}
+	return resp
 }
 
 // must fails the test on a request error.

@@ -1,10 +1,12 @@
 // Package users is the user registry service: it owns VPN users (the
 // desired state every agent converges to), their credentials, quotas and
-// usage counters. Run is its core, the same in vpn-users and inside vpnd:
-// a NATS micro service on vpn.users.* (see package endpoints), a consumer
-// of USAGE that adds traffic to the counters, and an enforcement loop that
-// expires, limits and resets users on time. Every replica runs all three;
-// compare-and-set writes make that safe.
+// usage counters, and the desired servers those users connect to. Run is
+// its core, the same in vpn-users and inside vpnd: a NATS micro service on
+// vpn.users.* (see package endpoints), another on vpn.servers.* (the
+// servers registry), a consumer of USAGE that adds traffic to the
+// counters, and an enforcement loop that expires, limits and resets users
+// on time. Every replica runs all four; compare-and-set writes make that
+// safe.
 package users
 
 import (
@@ -19,6 +21,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/users/internal/endpoints"
 	"github.com/vpnfleet/vpnfleet/services/users/internal/index"
 	"github.com/vpnfleet/vpnfleet/services/users/internal/registry"
+	"github.com/vpnfleet/vpnfleet/services/users/internal/servers"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
@@ -72,6 +75,10 @@ func Run(ctx context.Context, cfg Config, env svc.Env) error {
 	if err != nil {
 		return err
 	}
+	srvs, err := servers.Open(ctx, env.JS, env.Log.With(logkey.Component, "servers"), servers.Options{})
+	if err != nil {
+		return err
+	}
 	cons, err := env.JS.CreateOrUpdateConsumer(ctx, subject.StreamUsage, subject.UsersUsageConsumer())
 	if err != nil {
 		return errs.Wrap(errs.Unavailable, err, "provisioning consumer %s", subject.ConsumerUsersUsage)
@@ -97,6 +104,18 @@ func Run(ctx context.Context, cfg Config, env svc.Env) error {
 		<-gctx.Done()
 		if err := service.Stop(); err != nil {
 			return fmt.Errorf("stopping users service: %w", err)
+		}
+		return nil
+	})
+	serversService, err := endpoints.ServeServers(gctx, env.NC, env.Log.With(logkey.Component, "servers"), srvs, cfg.RequestTimeout)
+	if err != nil {
+		cancel()
+		return errors.Join(err, g.Wait())
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		if err := serversService.Stop(); err != nil {
+			return fmt.Errorf("stopping servers service: %w", err)
 		}
 		return nil
 	})

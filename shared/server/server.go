@@ -87,3 +87,35 @@ type Status struct {
 	AppliedRevision uint64    `json:"applied_revision,omitempty"`
 	Time            time.Time `json:"time,omitzero"`
 }
+
+// Redacted returns s without its inbounds' secrets (REALITY private keys,
+// Shadowsocks server keys), for events and logs. It copies the inbounds, so
+// s is left as it was.
+func (s Server) Redacted() Server {
+	ins := make([]Inbound, len(s.Inbounds))
+	for i, in := range s.Inbounds {
+		if in.Reality != nil {
+			r := *in.Reality
+			r.PrivateKey = ""
+			in.Reality = &r
+		}
+		if in.Shadowsocks != nil {
+			ss := *in.Shadowsocks
+			ss.ServerKey = ""
+			in.Shadowsocks = &ss
+		}
+		ins[i] = in
+	}
+	s.Inbounds = ins
+	return s
+}
+
+// Event is the payload of every server.* event published by the registry
+// (subject.ServerEvent(id)). The server is redacted: events are widely
+// readable; agents read the keys from the servers bucket.
+type Event struct {
+	Server Server `json:"server"`
+	// SpecChanged is set on updates that changed what the agent runs (the
+	// inbounds), as opposed to a rename.
+	SpecChanged bool `json:"spec_changed,omitempty"`
+}

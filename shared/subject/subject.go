@@ -128,3 +128,22 @@ const (
 // UsersQueueGroup is the queue group of the users service's endpoints, so
 // N replicas share the requests.
 const UsersQueueGroup = "users"
+
+// The servers service: desired servers (create, get, list, update, delete).
+const ServersService = "vpn.servers"
+
+// ServersCmd is the request subject of one servers endpoint.
+func ServersCmd(endpoint string) string { return ServersService + "." + endpoint }
+
+// Endpoints of the servers service.
+const (
+	ServersCreate = "create"
+	ServersGet    = "get"
+	ServersList   = "list"
+	ServersUpdate = "update"
+	ServersDelete = "delete"
+)
+
+// ServersQueueGroup is the queue group of the servers service's endpoints,
+// so N replicas share the requests.
+const ServersQueueGroup = "servers"

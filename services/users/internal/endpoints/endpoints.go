@@ -1,11 +1,14 @@
 // Package endpoints serves the user registry as a NATS micro service on
-// subject.UsersCmd(endpoint), in a queue group so replicas share the load.
-// Handlers are thin: each decodes through bus.Endpoint, calls the registry,
-// the index or the links package, and returns its error.
+// subject.UsersCmd(endpoint), and the servers registry as another on
+// subject.ServersCmd(endpoint), each in its queue group so replicas share
+// the load. Handlers are thin: each decodes through bus.Endpoint, calls the
+// registry, the index or the links package, and returns its error.
 package endpoints
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -33,6 +36,8 @@ const MaxInFlight = 64
 // Service is the running micro service.
 type Service struct {
 	svc   micro.Service
+	nc    *nats.Conn
+	name  string
 	slots chan struct{}
 
 	mu       sync.Mutex // orders inFlight.Add before inFlight.Wait
@@ -60,16 +65,51 @@ func (s *Service) concurrent(h micro.Handler) micro.Handler {
 		if s.stopped {
 			s.mu.Unlock()
 			<-s.slots
-			_ = r.Error(errs.Code(errs.Unavailable), "users service is stopping", nil)
+			_ = r.Error(errs.Code(errs.Unavailable), s.name+" service is stopping", nil)
 			return
 		}
 		s.inFlight.Add(1)
 		s.mu.Unlock()
 		go func() {
 			defer func() { <-s.slots; s.inFlight.Done() }()
-			h.Handle(r)
+			h.Handle(detached{Request: r, nc: s.nc})
 		}()
 	})
+}
+
+// detached is a request answered after its micro handler returned. It
+// publishes the reply itself: micro's own Respond and Error record the
+// outcome on the request, which micro reads for its stats as soon as the
+// handler returns, so answering through them from another goroutine is a
+// data race. The price is that micro's stats count these requests' errors
+// as successes; logs and the callers see them.
+type detached struct {
+	micro.Request
+	nc *nats.Conn
+}
+
+func (d detached) Respond(data []byte, opts ...micro.RespondOpt) error {
+	m := &nats.Msg{Subject: d.Reply(), Data: data}
+	for _, opt := range opts {
+		opt(m)
+	}
+	if err := d.nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("%w: %w", micro.ErrRespond, err)
+	}
+	return nil
+}
+
+func (d detached) RespondJSON(v any, opts ...micro.RespondOpt) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return micro.ErrMarshalResponse
+	}
+	return d.Respond(data, opts...)
+}
+
+func (d detached) Error(code, description string, data []byte, opts ...micro.RespondOpt) error {
+	h := micro.Headers{micro.ErrorHeader: {description}, micro.ErrorCodeHeader: {code}}
+	return d.Respond(data, append(opts, micro.WithHeaders(h))...)
 }
 
 // handlers binds the endpoints to the core.
@@ -82,21 +122,13 @@ type handlers struct {
 // (the service's run context) with timeout each. The caller stops the
 // returned service.
 func Serve(base context.Context, nc *nats.Conn, log *slog.Logger, reg *registry.Registry, idx *index.Index, timeout time.Duration) (*Service, error) {
-	ms, err := micro.AddService(nc, micro.Config{
+	h := handlers{reg: reg, idx: idx}
+	return serve(nc, micro.Config{
 		Name:        "users",
 		Version:     Version,
 		Description: "user registry: users, credentials, quotas, links",
 		QueueGroup:  subject.UsersQueueGroup,
-	})
-	if err != nil {
-		return nil, errs.Wrap(errs.Unavailable, err, "adding users service")
-	}
-	svc := &Service{svc: ms, slots: make(chan struct{}, MaxInFlight)}
-	h := handlers{reg: reg, idx: idx}
-	eps := []struct {
-		name string
-		h    micro.Handler
-	}{
+	}, subject.UsersCmd, []endpoint{
 		{subject.UsersCreate, bus.Endpoint(base, log, timeout, h.reg.Create)},
 		{subject.UsersGet, bus.Endpoint(base, log, timeout, h.get)},
 		{subject.UsersList, bus.Endpoint(base, log, timeout, h.list)},
@@ -110,11 +142,27 @@ func Serve(base context.Context, nc *nats.Conn, log *slog.Logger, reg *registry.
 		{subject.UsersLinks, bus.Endpoint(base, log, timeout, h.links)},
 		{subject.UsersSubscription, bus.Endpoint(base, log, timeout, h.subscription)},
 		{subject.UsersQR, bus.Endpoint(base, log, timeout, h.qr)},
+	})
+}
+
+// endpoint is one named handler of a service.
+type endpoint struct {
+	name string
+	h    micro.Handler
+}
+
+// serve adds a micro service with its endpoints, each on cmd(name) and
+// handled concurrently.
+func serve(nc *nats.Conn, cfg micro.Config, cmd func(string) string, eps []endpoint) (*Service, error) {
+	ms, err := micro.AddService(nc, cfg)
+	if err != nil {
+		return nil, errs.Wrap(errs.Unavailable, err, "adding %s service", cfg.Name)
 	}
+	svc := &Service{svc: ms, nc: nc, name: cfg.Name, slots: make(chan struct{}, MaxInFlight)}
 	for _, ep := range eps {
-		if err := ms.AddEndpoint(ep.name, svc.concurrent(ep.h), micro.WithEndpointSubject(subject.UsersCmd(ep.name))); err != nil {
+		if err := ms.AddEndpoint(ep.name, svc.concurrent(ep.h), micro.WithEndpointSubject(cmd(ep.name))); err != nil {
 			_ = svc.Stop()
-			return nil, errs.Wrap(errs.Unavailable, err, "adding endpoint %s", ep.name)
+			return nil, errs.Wrap(errs.Unavailable, err, "adding %s endpoint %s", cfg.Name, ep.name)
 		}
 	}
 	return svc, nil
