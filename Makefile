@@ -14,7 +14,8 @@ CMDS := ./services/vpnd/cmd/vpnd \
         ./services/gateway/cmd/vpn-gateway \
         ./services/users/cmd/vpn-users \
         ./services/health/cmd/vpn-health \
-        ./services/runtime-agent/cmd/vpn-agent
+        ./services/runtime-agent/cmd/vpn-agent \
+        ./cli/cmd/vpn
 # Extra arguments for `make run`, e.g. make run ARGS="--log-level debug".
 ARGS ?=
 TEST_TIMEOUT ?= 25m

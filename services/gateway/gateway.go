@@ -1,47 +1,185 @@
 // Package gateway is the HTTP door of the product: the REST API under
-// /api/v1, subscription URLs, and the ops endpoints (/healthz, /readyz,
-// /metrics). It holds no state of its own; it talks to the services over
-// NATS. vpnd mounts Handler on its listener; vpn-gateway runs Run.
+// /api/v1 (internal/api), API tokens and roles (internal/auth), problem
+// details (internal/problem), event streams (internal/sse), public
+// subscription URLs (internal/sub), the OpenAPI description
+// (internal/openapi), and the ops endpoints (/healthz, /readyz, /metrics).
+// It keeps no state of its own beyond two buckets (tokens, sub_tokens); it
+// talks to the services over NATS. vpnd mounts Handler on its listener;
+// vpn-gateway runs Run.
 package gateway
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
+	"time"
 
+	"github.com/vpnfleet/vpnfleet/services/gateway/internal/api"
+	"github.com/vpnfleet/vpnfleet/services/gateway/internal/auth"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
 	"github.com/vpnfleet/vpnfleet/shared/svc"
-	"github.com/vpnfleet/vpnfleet/shared/telemetry"
+	"github.com/vpnfleet/vpnfleet/shared/version"
 )
 
 // Config is the gateway's own configuration.
 type Config struct {
-	Addr string `flag:"http-addr" env:"VPN_HTTP_ADDR" help:"address the HTTP API listens on"`
+	Addr            string        `flag:"http-addr" env:"VPN_HTTP_ADDR" help:"address the HTTP API listens on"`
+	PublicURL       string        `flag:"public-url" env:"VPN_PUBLIC_URL" help:"base URL of subscription links handed to users (empty: from each request's Host)"`
+	UpstreamTimeout time.Duration `flag:"upstream-timeout" env:"VPN_GATEWAY_UPSTREAM_TIMEOUT" help:"time limit of each request to a service over NATS"`
+	MaxBodyBytes    int64         `flag:"max-body-bytes" env:"VPN_GATEWAY_MAX_BODY_BYTES" help:"largest request body accepted"`
+	RateLimit       float64       `flag:"rate-limit" env:"VPN_GATEWAY_RATE_LIMIT" help:"requests per second allowed per API token (0: no limit)"`
+	RateBurst       int           `flag:"rate-burst" env:"VPN_GATEWAY_RATE_BURST" help:"burst of requests allowed per API token"`
+	PublicRateLimit float64       `flag:"public-rate-limit" env:"VPN_GATEWAY_PUBLIC_RATE_LIMIT" help:"subscription requests per second allowed per client address (0: no limit)"`
+	PublicRateBurst int           `flag:"public-rate-burst" env:"VPN_GATEWAY_PUBLIC_RATE_BURST" help:"burst of subscription requests per client address"`
+	TokenCacheTTL   time.Duration `flag:"token-cache-ttl" env:"VPN_GATEWAY_TOKEN_CACHE_TTL" help:"how long a token is trusted before it is read again (revocations elsewhere take this long)"`
+	EventsPing      time.Duration `flag:"events-ping" env:"VPN_GATEWAY_EVENTS_PING" help:"keep-alive interval of event streams"`
+	AdminTokenFile  string        `flag:"admin-token-file" env:"VPN_GATEWAY_ADMIN_TOKEN_FILE" help:"on first start (no token exists), create an admin token and write it to this file, 0600 (empty: do not)"`
 }
+
+// Defaults returns the gateway's defaults.
+func Defaults() Config {
+	return Config{
+		Addr:            "127.0.0.1:8080",
+		UpstreamTimeout: 5 * time.Second,
+		MaxBodyBytes:    1 << 20,
+		RateLimit:       50,
+		RateBurst:       100,
+		PublicRateLimit: 5,
+		PublicRateBurst: 20,
+		TokenCacheTTL:   5 * time.Second,
+		EventsPing:      15 * time.Second,
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var fe []errs.FieldError
+	if c.UpstreamTimeout <= 0 {
+		fe = append(fe, errs.FieldError{Field: "upstream_timeout", Rule: "must be positive"})
+	}
+	if c.MaxBodyBytes < 1024 {
+		fe = append(fe, errs.FieldError{Field: "max_body_bytes", Rule: "must be at least 1024"})
+	}
+	if c.RateLimit < 0 || c.PublicRateLimit < 0 {
+		fe = append(fe, errs.FieldError{Field: "rate_limit", Rule: "must not be negative"})
+	}
+	if c.TokenCacheTTL < 0 {
+		fe = append(fe, errs.FieldError{Field: "token_cache_ttl", Rule: "must not be negative"})
+	}
+	return errs.Fields(fe...)
+}
+
+// AdminTokenFile is the name vpnd gives the first admin token's file in its
+// data dir.
+const AdminTokenFile = "admin.token"
 
 // Gateway serves the HTTP API over a service Env.
 type Gateway struct {
-	env svc.Env
-	mux *http.ServeMux
+	api *api.Server
 }
 
-// New builds the gateway's routes.
-func New(env svc.Env) *Gateway {
-	g := &Gateway{env: env, mux: http.NewServeMux()}
-	env.Probe.Register(g.mux)
-	g.mux.Handle("GET /metrics", telemetry.MetricsHandler(env.Metrics))
-	return g
+// New builds the gateway's routes. Zero fields of cfg take their defaults.
+func New(env svc.Env, cfg Config) *Gateway {
+	d := Defaults()
+	if cfg.UpstreamTimeout <= 0 {
+		cfg.UpstreamTimeout = d.UpstreamTimeout
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = d.MaxBodyBytes
+	}
+	if cfg.EventsPing <= 0 {
+		cfg.EventsPing = d.EventsPing
+	}
+	return &Gateway{api: api.New(env, api.Config{
+		Version:             version.Version,
+		PublicURL:           cfg.PublicURL,
+		UpstreamTimeout:     cfg.UpstreamTimeout,
+		MaxBodyBytes:        cfg.MaxBodyBytes,
+		RatePerSecond:       cfg.RateLimit,
+		RateBurst:           cfg.RateBurst,
+		PublicRatePerSecond: cfg.PublicRateLimit,
+		PublicRateBurst:     cfg.PublicRateBurst,
+		TokenCacheTTL:       cfg.TokenCacheTTL,
+		EventsPing:          cfg.EventsPing,
+	})}
 }
 
 // Handler is the gateway's root handler.
-func (g *Gateway) Handler() http.Handler { return g.mux }
+func (g *Gateway) Handler() http.Handler { return g.api }
+
+// API is the API server, for tests that walk its routes.
+func (g *Gateway) API() *api.Server { return g.api }
+
+// Close ends long-lived responses (event streams, followed logs) so that a
+// graceful HTTP shutdown does not wait for them. Call it when the serving
+// context ends.
+func (g *Gateway) Close() { g.api.Close() }
 
 // Run listens on cfg.Addr and serves until ctx ends.
 func Run(ctx context.Context, cfg Config, env svc.Env) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.AdminTokenFile != "" {
+		if _, err := Bootstrap(ctx, env, cfg.AdminTokenFile); err != nil {
+			return err
+		}
+	}
 	l, err := svc.Listen(cfg.Addr)
 	if err != nil {
 		return err
 	}
+	g := New(env, cfg)
+	stop := context.AfterFunc(ctx, g.Close)
+	defer stop()
 	env.Log.Info("gateway listening", logkey.URL, "http://"+l.Addr().String())
-	return svc.ServeHTTP(ctx, l, New(env).Handler(), env.Log.With(slog.String(logkey.Component, "gateway")))
+	return svc.ServeHTTP(ctx, l, g.Handler(), env.Log.With(slog.String(logkey.Component, "gateway")))
+}
+
+// Bootstrap makes the first admin token when no token exists yet and
+// writes it to path (mode 0600, the directory 0700), logging only the
+// path. It reports whether it made one; on later starts it does nothing.
+func Bootstrap(ctx context.Context, env svc.Env, path string) (bool, error) {
+	store := auth.NewStore(env.JS, 0)
+	empty, err := store.Empty(ctx)
+	if err != nil || !empty {
+		return false, err
+	}
+	_, secret, err := store.Create(ctx, "admin (first start)", auth.Admin, 0, "")
+	if err != nil {
+		return false, err
+	}
+	if err := writeSecret(path, secret+"\n"); err != nil {
+		return false, err
+	}
+	env.Log.Info("admin token written; log in with `vpn login --token-file <path>`", logkey.Path, path)
+	return true, nil
+}
+
+// writeSecret writes data to path atomically, readable by the owner only.
+func writeSecret(path, data string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return errs.Wrap(errs.Invalid, err, "creating %s", dir)
+	}
+	f, err := os.CreateTemp(dir, ".token-*")
+	if err != nil {
+		return errs.Wrap(errs.Invalid, err, "writing admin token in %s", dir)
+	}
+	_, werr := f.WriteString(data)
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr, os.Chmod(f.Name(), 0o600)); err != nil {
+		_ = os.Remove(f.Name())
+		return fmt.Errorf("writing admin token %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		_ = os.Remove(f.Name())
+		return fmt.Errorf("writing admin token %s: %w", path, err)
+	}
+	return nil
 }

@@ -94,6 +94,8 @@ func Buckets(replicas int) []jetstream.KeyValueConfig {
 		{Bucket: BucketServers, Description: "server id -> desired server", History: 5, Storage: jetstream.FileStorage, Replicas: replicas},
 		{Bucket: BucketJobs, Description: "job id -> status, counters, checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: replicas},
 		{Bucket: BucketUserIdempotency, Description: "hashed create idempotency key -> user id, kept a day", History: 1, TTL: UserIdempotencyTTL, Storage: jetstream.FileStorage, Replicas: replicas},
+		tokensBucket(replicas),
+		subTokensBucket(replicas),
 	}
 }
 

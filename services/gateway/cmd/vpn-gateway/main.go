@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 
 	"github.com/vpnfleet/vpnfleet/services/gateway"
@@ -17,12 +18,12 @@ type cfg struct {
 	Gateway gateway.Config
 }
 
-func (c *cfg) Validate() error { return c.Svc.Validate() }
+func (c *cfg) Validate() error { return errors.Join(c.Svc.Validate(), c.Gateway.Validate()) }
 
 func main() { lifecycle.Main("vpn-gateway", run) }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	c := cfg{Svc: svc.Defaults(""), Gateway: gateway.Config{Addr: "127.0.0.1:8080"}}
+	c := cfg{Svc: svc.Defaults(""), Gateway: gateway.Defaults()}
 	if err := config.Load("vpn-gateway", &c, args, getenv, stdout); err != nil {
 		return err
 	}

@@ -83,9 +83,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	gw := gateway.New(env)
+	gw := gateway.New(env, gateway.Defaults())
+	if _, err := gateway.Bootstrap(ctx, env, filepath.Join(dataDir, gateway.AdminTokenFile)); err != nil {
+		return err
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	context.AfterFunc(gctx, gw.Close)
 	g.Go(func() error { return svc.ServeHTTP(gctx, l, gw.Handler(), log) })
 	g.Go(func() error { return users.Run(gctx, users.Defaults(), env) })
 	if cfg.Agent {

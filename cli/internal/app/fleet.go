@@ -1,0 +1,374 @@
+package app
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vpnfleet/vpnfleet/cli/internal/client"
+	"github.com/vpnfleet/vpnfleet/cli/internal/output"
+	"github.com/vpnfleet/vpnfleet/shared/node"
+	"github.com/vpnfleet/vpnfleet/shared/server"
+	"github.com/vpnfleet/vpnfleet/shared/user"
+)
+
+// nodeView is a node as the gateway reports it.
+type nodeView struct {
+	node.Node
+	Healthy             bool    `json:"healthy"`
+	HeartbeatAgeSeconds float64 `json:"heartbeat_age_seconds"`
+}
+
+func (a *app) nodesCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "nodes", Aliases: []string{"node"}, Short: "List the hosts whose agents serve VPN users"}
+	cmd.AddCommand(&cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List nodes with their health (from the agent's heartbeat)",
+		Args:    args(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ns, err := a.listNodes(cmd)
+			if err != nil {
+				return err
+			}
+			p := a.printer()
+			switch {
+			case p.Structured():
+				return p.Value(ns)
+			case a.quiet:
+				for _, n := range ns {
+					p.Line("%s", n.ID)
+				}
+				return nil
+			}
+			now := a.env.Now()
+			rows := make([][]string, len(ns))
+			for i, n := range ns {
+				health := "healthy"
+				if !n.Healthy {
+					health = "unhealthy"
+				}
+				rows[i] = []string{n.ID, n.PublicAddr, n.Runtime, n.State, health, output.Age(now, n.HeartbeatAt), n.AgentVersion}
+			}
+			return p.Table([]string{"ID", "PUBLIC ADDR", "RUNTIME", "STATE", "HEALTH", "HEARTBEAT", "AGENT"}, rows)
+		},
+	})
+	return cmd
+}
+
+func (a *app) listNodes(cmd *cobra.Command) ([]nodeView, error) {
+	c, err := a.client()
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Nodes []nodeView `json:"nodes"`
+	}
+	if err := c.Get(cmd.Context(), "/api/v1/nodes", nil, &resp); err != nil {
+		return nil, err
+	}
+	return resp.Nodes, nil
+}
+
+func serverPath(ref string, rest ...string) string {
+	p := "/api/v1/servers/" + url.PathEscape(ref)
+	for _, r := range rest {
+		p += "/" + r
+	}
+	return p
+}
+
+func inboundsText(s server.Server) string {
+	parts := make([]string, len(s.Inbounds))
+	for i, in := range s.Inbounds {
+		parts[i] = protoShort[in.Protocol] + ":" + strconv.Itoa(in.Port)
+	}
+	return strings.Join(parts, ",")
+}
+
+func stateText(s server.Server) string {
+	if s.Status.State == "" {
+		return string(server.StatePending)
+	}
+	return string(s.Status.State)
+}
+
+func (a *app) printServers(ss []server.Server) error {
+	p := a.printer()
+	switch {
+	case p.Structured():
+		return p.Value(ss)
+	case a.quiet:
+		for _, s := range ss {
+			p.Line("%s", s.ID)
+		}
+		return nil
+	}
+	now := a.env.Now()
+	rows := make([][]string, len(ss))
+	for i, s := range ss {
+		rows[i] = []string{s.ID, s.Name, s.Node, stateText(s), inboundsText(s), orDash(s.Status.PublicHost), output.Age(now, s.CreatedAt)}
+	}
+	return p.Table([]string{"ID", "NAME", "NODE", "STATE", "INBOUNDS", "HOST", "AGE"}, rows)
+}
+
+func (a *app) printServer(s server.Server) error {
+	p := a.printer()
+	switch {
+	case p.Structured():
+		return p.Value(s)
+	case a.quiet:
+		p.Line("%s", s.ID)
+		return nil
+	}
+	pairs := [][2]string{{"ID", s.ID}, {"Name", s.Name}, {"Node", s.Node}, {"Engine", s.Engine}, {"State", stateText(s)}}
+	if s.Status.Reason != "" {
+		pairs = append(pairs, [2]string{"Reason", s.Status.Reason})
+	}
+	pairs = append(pairs, [2]string{"Host", orDash(s.Status.PublicHost)})
+	for _, in := range s.Inbounds {
+		v := fmt.Sprintf("%s port %d", in.Protocol, in.Port)
+		if in.Reality != nil {
+			v += fmt.Sprintf(", dest %s, sni %s", in.Reality.Dest, strings.Join(in.Reality.ServerNames, ","))
+		}
+		if in.Shadowsocks != nil {
+			v += ", " + in.Shadowsocks.Method
+		}
+		pairs = append(pairs, [2]string{"Inbound " + in.Tag, v})
+	}
+	pairs = append(pairs, [2]string{"Created", output.Age(a.env.Now(), s.CreatedAt) + " ago"}, [2]string{"Revision", strconv.FormatUint(s.Revision, 10)})
+	return p.KeyValues(pairs)
+}
+
+// deployFlags describe one inbound.
+type deployFlags struct {
+	node, protocol, dest, method string
+	sni                          []string
+	port                         int
+}
+
+func (d *deployFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&d.node, "node", "", "node to deploy on (default: the only healthy node)")
+	f.StringVar(&d.protocol, "protocol", string(user.VLESSReality), "vless-reality, shadowsocks-2022, socks5 or http")
+	f.IntVar(&d.port, "port", 8443, "port clients connect to")
+	f.StringVar(&d.dest, "dest", "www.microsoft.com:443", "vless-reality: the TLS 1.3 site REALITY borrows (host:port)")
+	f.StringSliceVar(&d.sni, "sni", nil, "vless-reality: server names clients present (default: dest's host)")
+	f.StringVar(&d.method, "method", "", "shadowsocks-2022: 2022-blake3-aes-128-gcm (default) or -aes-256-gcm / -chacha20-poly1305")
+}
+
+func (d *deployFlags) request(name, nodeID string) server.CreateRequest {
+	in := server.InboundRequest{Protocol: user.Protocol(d.protocol), Port: d.port}
+	switch in.Protocol {
+	case user.VLESSReality:
+		in.Dest, in.ServerNames = d.dest, d.sni
+	case user.Shadowsocks2022:
+		in.Method = d.method
+	}
+	return server.CreateRequest{Node: nodeID, Name: name, Inbounds: []server.InboundRequest{in}}
+}
+
+// pickNode returns want, or the only healthy node.
+func (a *app) pickNode(cmd *cobra.Command, want string) (string, error) {
+	if want != "" {
+		return want, nil
+	}
+	ns, err := a.listNodes(cmd)
+	if err != nil {
+		return "", err
+	}
+	var healthy []string
+	for _, n := range ns {
+		if n.Healthy {
+			healthy = append(healthy, n.ID)
+		}
+	}
+	switch len(healthy) {
+	case 1:
+		return healthy[0], nil
+	case 0:
+		return "", fmt.Errorf("no healthy node to deploy on\nhint: vpnd runs a local agent by default; check `vpn nodes list` and the agent's logs")
+	}
+	return "", usagef("%d healthy nodes (%s): choose one with --node", len(healthy), strings.Join(healthy, ", "))
+}
+
+func (a *app) serversCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "servers", Aliases: []string{"server", "s"}, Short: "Deploy and manage VPN servers on nodes"}
+	var d deployFlags
+	deploy := &cobra.Command{
+		Use:     "deploy NAME",
+		Short:   "Deploy a server (one inbound) on a node",
+		Example: "  vpn servers deploy reality --port 8443 --dest www.microsoft.com:443\n  vpn servers deploy ss --protocol shadowsocks-2022 --port 8388",
+		Args:    args(1, "one server name"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			nodeID, err := a.pickNode(cmd, d.node)
+			if err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var s server.Server
+			if err := c.Do(cmd.Context(), client.Request{Method: http.MethodPost, Path: "/api/v1/servers", Body: d.request(argv[0], nodeID)}, &s); err != nil {
+				return err
+			}
+			return a.printServer(s)
+		},
+	}
+	d.register(deploy)
+
+	var listNode string
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List servers",
+		Args:    args(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if listNode != "" {
+				q.Set("node", listNode)
+			}
+			var resp server.ListResponse
+			if err := c.Get(cmd.Context(), "/api/v1/servers", q, &resp); err != nil {
+				return err
+			}
+			if resp.Servers == nil {
+				resp.Servers = []server.Server{}
+			}
+			return a.printServers(resp.Servers)
+		},
+	}
+	list.Flags().StringVar(&listNode, "node", "", "only this node's servers")
+
+	show := &cobra.Command{
+		Use:     "show SERVER",
+		Aliases: []string{"get"},
+		Short:   "Show a server (by id or name)",
+		Args:    args(1, "one server id or name"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var s server.Server
+			if err := c.Get(cmd.Context(), serverPath(argv[0]), nil, &s); err != nil {
+				return err
+			}
+			return a.printServer(s)
+		},
+	}
+	remove := &cobra.Command{
+		Use:     "remove SERVER",
+		Aliases: []string{"rm", "delete"},
+		Short:   "Remove a server; its agent stops it",
+		Args:    args(1, "one server id or name"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Do(cmd.Context(), client.Request{Method: http.MethodDelete, Path: serverPath(argv[0])}, nil); err != nil {
+				return err
+			}
+			a.done("server %s removed", argv[0])
+			return nil
+		},
+	}
+	restart := &cobra.Command{
+		Use:   "restart SERVER",
+		Short: "Restart a server's workload on its node",
+		Args:  args(1, "one server id or name"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var w node.Workload
+			if err := c.Do(cmd.Context(), client.Request{Method: http.MethodPost, Path: serverPath(argv[0], "restart")}, &w); err != nil {
+				return err
+			}
+			if a.printer().Structured() {
+				return a.printer().Value(w)
+			}
+			a.done("server %s restarted (%s, %d restarts)", argv[0], w.State, w.RestartCount)
+			return nil
+		},
+	}
+	cmd.AddCommand(deploy, list, show, remove, restart, a.logsCmd())
+	return cmd
+}
+
+func (a *app) logsCmd() *cobra.Command {
+	var follow, stamps bool
+	var tail int
+	cmd := &cobra.Command{
+		Use:   "logs SERVER",
+		Short: "Print a server's output (-f follows it)",
+		Args:  args(1, "one server id or name"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{"tail": {strconv.Itoa(tail)}}
+			if stamps {
+				q.Set("timestamps", "true")
+			}
+			print := func(l node.LogLine) {
+				if a.printer().Structured() {
+					_ = json.NewEncoder(a.env.Stdout).Encode(l)
+					return
+				}
+				if stamps && !l.Time.IsZero() {
+					fmt.Fprintf(a.env.Stdout, "%s %s\n", l.Time.UTC().Format(time.RFC3339Nano), l.Text)
+					return
+				}
+				fmt.Fprintln(a.env.Stdout, l.Text)
+			}
+			if !follow {
+				var r node.LogsReply
+				if err := c.Get(cmd.Context(), serverPath(argv[0], "logs"), q, &r); err != nil {
+					return err
+				}
+				for _, l := range r.Lines {
+					print(l)
+				}
+				return nil
+			}
+			q.Set("follow", "true")
+			resp, err := c.Send(cmd.Context(), client.Request{Method: http.MethodGet, Path: serverPath(argv[0], "logs"), Query: q, Header: http.Header{"Accept": {"application/x-ndjson"}}})
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			sc := bufio.NewScanner(resp.Body)
+			sc.Buffer(make([]byte, 64<<10), 1<<20)
+			for sc.Scan() {
+				var l node.LogLine
+				if json.Unmarshal(sc.Bytes(), &l) == nil {
+					print(l)
+				}
+			}
+			if cmd.Context().Err() != nil {
+				return nil
+			}
+			return sc.Err()
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until Ctrl-C")
+	cmd.Flags().IntVar(&tail, "tail", 200, "last N lines (0-10000)")
+	cmd.Flags().BoolVar(&stamps, "timestamps", false, "print each line's time")
+	return cmd
+}

@@ -1,0 +1,124 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/vpnfleet/vpnfleet/services/gateway/internal/auth"
+	"github.com/vpnfleet/vpnfleet/services/gateway/internal/openapi"
+	"github.com/vpnfleet/vpnfleet/shared/node"
+	"github.com/vpnfleet/vpnfleet/shared/server"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
+	"github.com/vpnfleet/vpnfleet/shared/user"
+)
+
+// Public marks routes that need no token.
+const Public auth.Role = ""
+
+func op(method, path, id, tag, summary string) openapi.Operation {
+	return openapi.Operation{Method: method, Path: path, ID: id, Tag: tag, Summary: summary}
+}
+
+// table is every route. A route's least role is here and nowhere else; the
+// API description is built from this table, and the gateway's tests check
+// every route against their own copy of the rules.
+func (s *Server) table() []Route {
+	const v1 = "/api/v1"
+	usersQuery := []openapi.Param{
+		{Name: "status", Description: "only users in this status", Enum: enum(user.Statuses)},
+		{Name: "protocol", Description: "only users with this protocol", Enum: enum(user.Protocols)},
+		{Name: "name_prefix", Description: "only users whose name starts with this"},
+		{Name: "node", Description: "only users served by this node"},
+		{Name: "sort", Description: "order of the page", Enum: []string{"name", "-name", "created_at", "-created_at"}},
+		{Name: "cursor", Description: "next_cursor of the previous page"},
+		{Name: "limit", Description: "page size, 1-1000 (default 100)", Type: "integer"},
+	}
+	healthyQuery := []openapi.Param{{Name: "all", Description: "include nodes that are not healthy", Type: "boolean"}}
+
+	return []Route{
+		// Ops and description: public.
+		{Operation: op("GET", "/healthz", "ops.healthz", "ops", "liveness: 200 while the process runs"), h: s.healthz},
+		{Operation: op("GET", "/readyz", "ops.readyz", "ops", "readiness: 200 when NATS and every stream and bucket are ready"), h: s.readyz},
+		{Operation: withType(op("GET", "/metrics", "ops.metrics", "ops", "Prometheus metrics"), "text/plain"), h: s.metricsHandler},
+		{Operation: withResp(op("GET", v1+"/openapi.json", "api.openapi", "ops", "this API's OpenAPI 3 description"), map[string]any{}), h: s.openapi},
+
+		// Public subscription URL: the token is the credential.
+		{Operation: withQuery(withType(op("GET", "/sub/{token}", "sub.get", "subscription", "a user's subscription: base64 links, Clash/mihomo YAML or sing-box JSON"), "text/plain"),
+			[]openapi.Param{{Name: "format", Description: "base64 (default), clash (mihomo) or sing-box; else picked by User-Agent", Enum: []string{"base64", "clash", "mihomo", "sing-box"}}}),
+			PublicLimited: true, h: s.subscription},
+
+		{Operation: withResp(op("GET", v1+"/status", "status.get", "status", "the gateway, the services behind it and the caller's token"), Status{}), Need: auth.Viewer, h: s.status},
+
+		// Users.
+		{Operation: withQuery(withResp(op("GET", v1+"/users", "users.list", "users", "a page of users matching the filters"), user.ListResponse{}), usersQuery), Need: auth.Viewer, h: s.listUsers},
+		{Operation: withStatus(withReq(withResp(op("POST", v1+"/users", "users.create", "users", "create a user (Idempotency-Key header makes retries safe)"), user.User{}), user.CreateRequest{}), http.StatusCreated), Need: auth.Operator, h: s.createUser},
+		{Operation: withResp(op("GET", v1+"/users/{user}", "users.get", "users", "a user by id or name (credentials only for operators)"), user.User{}), Need: auth.Viewer, h: s.getUser},
+		{Operation: withReq(withResp(op("PATCH", v1+"/users/{user}", "users.update", "users", "change the fields that are set"), user.User{}), UpdateUserRequest{}), Need: auth.Operator, h: s.updateUser},
+		{Operation: withReq(withResp(op("DELETE", v1+"/users/{user}", "users.delete", "users", "delete a user"), user.DeleteResponse{}), RevisionBody{}), Need: auth.Operator, h: s.deleteUser},
+		{Operation: withReq(withResp(op("POST", v1+"/users/{user}/disable", "users.disable", "users", "switch a user off"), user.User{}), RevisionBody{}), Need: auth.Operator, h: s.setEnabled(false)},
+		{Operation: withReq(withResp(op("POST", v1+"/users/{user}/enable", "users.enable", "users", "switch a user back on"), user.User{}), RevisionBody{}), Need: auth.Operator, h: s.setEnabled(true)},
+		{Operation: withReq(withResp(op("POST", v1+"/users/{user}/reset-traffic", "users.reset_traffic", "users", "restart a user's traffic counters"), user.User{}), RevisionBody{}), Need: auth.Operator, h: s.resetTraffic},
+		{Operation: withReq(withResp(op("POST", v1+"/users/{user}/rotate", "users.rotate", "users", "replace a user's credentials (all protocols, or those listed)"), user.User{}), RotateBody{}), Need: auth.Operator, h: s.rotate},
+		{Operation: withQuery(withResp(op("GET", v1+"/users/{user}/links", "users.links", "users", "a user's client links on healthy nodes"), user.LinksResponse{}), healthyQuery), Need: auth.Operator, h: s.links},
+		{Operation: withQuery(withType(op("GET", v1+"/users/{user}/qr", "users.qr", "users", "a QR code of one of a user's links: PNG, or text with Accept: text/plain"), "image/png"),
+			[]openapi.Param{{Name: "server", Description: "server id of the link (default: the first link)"}, {Name: "protocol", Enum: enum(user.Protocols)}, {Name: "size", Type: "integer", Description: "PNG width, 64-1024"}, {Name: "format", Enum: []string{"png", "text"}}}),
+			Need: auth.Operator, h: s.qr},
+		{Operation: withResp(op("GET", v1+"/users/{user}/subscription", "users.subscription", "users", "a user's subscription URL (made on first use)"), Subscription{}), Need: auth.Operator, h: s.userSubscription},
+		{Operation: withResp(op("POST", v1+"/users/{user}/subscription/rotate", "users.subscription_rotate", "users", "replace a user's subscription URL; the old one stops working"), Subscription{}), Need: auth.Operator, h: s.rotateSubscription},
+
+		// Nodes.
+		{Operation: withResp(op("GET", v1+"/nodes", "nodes.list", "nodes", "every registered node, with health from its heartbeat"), NodeList{}), Need: auth.Viewer, h: s.listNodes},
+		{Operation: withResp(op("GET", v1+"/nodes/{node}", "nodes.get", "nodes", "a node and, when its agent answers, its workloads"), NodeDetail{}), Need: auth.Viewer, h: s.getNode},
+
+		// Servers.
+		{Operation: withQuery(withResp(op("GET", v1+"/servers", "servers.list", "servers", "servers, all or one node's"), server.ListResponse{}), []openapi.Param{{Name: "node", Description: "only this node's servers"}}), Need: auth.Viewer, h: s.listServers},
+		{Operation: withStatus(withReq(withResp(op("POST", v1+"/servers", "servers.deploy", "servers", "deploy a server on a node"), server.Server{}), server.CreateRequest{}), http.StatusCreated), Need: auth.Operator, h: s.deployServer},
+		{Operation: withResp(op("GET", v1+"/servers/{server}", "servers.get", "servers", "a server by id or name"), server.Server{}), Need: auth.Viewer, h: s.getServer},
+		{Operation: withReq(withResp(op("PATCH", v1+"/servers/{server}", "servers.update", "servers", "change a server's name or inbounds"), server.Server{}), UpdateServerRequest{}), Need: auth.Operator, h: s.updateServer},
+		{Operation: withReq(withResp(op("DELETE", v1+"/servers/{server}", "servers.remove", "servers", "remove a server; its agent stops it"), server.DeleteResponse{}), RevisionBody{}), Need: auth.Operator, h: s.removeServer},
+		{Operation: withResp(op("POST", v1+"/servers/{server}/restart", "servers.restart", "servers", "restart a server's workload on its node"), node.Workload{}), Need: auth.Operator, h: s.restartServer},
+		{Operation: withQuery(withResp(op("GET", v1+"/servers/{server}/logs", "servers.logs", "servers", "a server's output; follow=true streams NDJSON log lines"), node.LogsReply{}),
+			[]openapi.Param{{Name: "tail", Type: "integer", Description: "last N lines, 0-10000 (default 200)"}, {Name: "follow", Type: "boolean"}, {Name: "timestamps", Type: "boolean"}}),
+			Need: auth.Operator, h: s.serverLogs},
+
+		// Events.
+		{Operation: withQuery(withType(op("GET", v1+"/events", "events.stream", "events", "domain events as Server-Sent Events; id is the EVENTS stream sequence, resume with Last-Event-ID"), "text/event-stream"),
+			[]openapi.Param{{Name: "kind", Description: "comma-separated event kinds: " + joinKinds()}, {Name: "since", Type: "integer", Description: "stream sequence to resume after, like Last-Event-ID (0: from the oldest event kept)"}}),
+			Need: auth.Viewer, h: s.events},
+
+		// Tokens.
+		{Operation: withResp(op("GET", v1+"/tokens", "tokens.list", "tokens", "every API token (never the secret)"), TokenList{}), Need: auth.Admin, h: s.listTokens},
+		{Operation: withStatus(withReq(withResp(op("POST", v1+"/tokens", "tokens.create", "tokens", "create a token; the token is in this response only"), CreatedToken{}), CreateTokenRequest{}), http.StatusCreated), Need: auth.Admin, h: s.createToken},
+		{Operation: withResp(op("DELETE", v1+"/tokens/{id}", "tokens.revoke", "tokens", "revoke a token"), auth.Token{}), Need: auth.Admin, h: s.revokeToken},
+	}
+}
+
+func withReq(o openapi.Operation, v any) openapi.Operation  { o.Request = v; return o }
+func withResp(o openapi.Operation, v any) openapi.Operation { o.Response = v; return o }
+func withType(o openapi.Operation, ct string) openapi.Operation {
+	o.ContentType = ct
+	return o
+}
+func withStatus(o openapi.Operation, st int) openapi.Operation { o.Status = st; return o }
+func withQuery(o openapi.Operation, q []openapi.Param) openapi.Operation {
+	o.Query = q
+	return o
+}
+
+func enum[T ~string](vs []T) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = string(v)
+	}
+	return out
+}
+
+func joinKinds() string {
+	out := ""
+	for i, k := range subject.EventKinds {
+		if i > 0 {
+			out += ", "
+		}
+		out += k
+	}
+	return out
+}

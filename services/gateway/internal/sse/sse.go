@@ -1,0 +1,141 @@
+// Package sse streams the EVENTS stream to HTTP clients as Server-Sent
+// Events. Each event's id is its EVENTS stream sequence, so a client that
+// reconnects with Last-Event-ID resumes right after the last event it saw,
+// with nothing lost and nothing repeated.
+package sse
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/event"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
+)
+
+// ContentType is the media type of an event stream.
+const ContentType = "text/event-stream"
+
+// Options selects what to stream.
+type Options struct {
+	// Kinds are event kinds (subject.Kind*); empty streams every kind.
+	Kinds []string
+	// Resume starts the stream after After, the last stream sequence the
+	// client saw (0: from the first event kept). Without it the stream
+	// holds only events published from now on.
+	Resume bool
+	After  uint64
+	// Ping is how often a comment line keeps idle connections open.
+	Ping time.Duration
+}
+
+// Open creates the ordered consumer a stream reads; its errors come before
+// any byte is written, so the caller can still answer with a problem.
+func Open(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.Consumer, error) {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy}
+	for _, k := range o.Kinds {
+		cfg.FilterSubjects = append(cfg.FilterSubjects, subject.EventsOfKind(k))
+	}
+	if len(cfg.FilterSubjects) == 0 {
+		cfg.FilterSubjects = []string{subject.AllEvents}
+	}
+	if o.Resume {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = o.After + 1
+	}
+	c, err := js.OrderedConsumer(ctx, subject.StreamEvents, cfg)
+	if err != nil {
+		return nil, errs.Wrap(errs.Unavailable, err, "opening a consumer on %s", subject.StreamEvents)
+	}
+	return c, nil
+}
+
+// Serve writes the events of c to w until ctx ends or stop is closed.
+func Serve(ctx context.Context, w http.ResponseWriter, c jetstream.Consumer, o Options, stop <-chan struct{}) error {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		return errs.New(errs.Internal, "response writer cannot flush")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msgs := make(chan jetstream.Msg)
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-ctx.Done():
+		}
+	})
+	if err != nil {
+		return errs.Wrap(errs.Unavailable, err, "consuming %s", subject.StreamEvents)
+	}
+	defer cc.Stop()
+
+	h := w.Header()
+	h.Set("Content-Type", ContentType)
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if _, err := fmt.Fprint(w, "retry: 2000\n: connected\n\n"); err != nil {
+		return nil
+	}
+	fl.Flush()
+
+	ping := o.Ping
+	if ping <= 0 {
+		ping = 15 * time.Second
+	}
+	tick := time.NewTicker(ping)
+	defer tick.Stop()
+	var buf bytes.Buffer
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-stop:
+			return nil
+		case <-tick.C:
+			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil {
+				return nil
+			}
+		case m := <-msgs:
+			buf.Reset()
+			Format(&buf, m)
+			if _, err := w.Write(buf.Bytes()); err != nil {
+				return nil // the client went away
+			}
+		}
+		fl.Flush()
+	}
+}
+
+// Format writes one message as an event: id (stream sequence), event (the
+// versioned type) and the envelope as data.
+func Format(buf *bytes.Buffer, m jetstream.Msg) {
+	if md, err := m.Metadata(); err == nil {
+		buf.WriteString("id: " + strconv.FormatUint(md.Sequence.Stream, 10) + "\n")
+	}
+	if typ := m.Headers().Get(event.Header); typ != "" {
+		buf.WriteString("event: " + typ + "\n")
+	}
+	for line := range bytes.SplitSeq(m.Data(), []byte("\n")) {
+		buf.WriteString("data: ")
+		buf.Write(line)
+		buf.WriteByte('\n')
+	}
+	buf.WriteByte('\n')
+}
+
+// ParseID reads a Last-Event-ID value: a stream sequence.
+func ParseID(s string) (uint64, error) {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, errs.Field("Last-Event-ID", "must be the id of an event (a stream sequence number)")
+	}
+	return n, nil
+}
