@@ -65,8 +65,16 @@ func (c Config) Validate() error {
 
 // Run runs the registry until ctx ends, then stops taking requests, drains
 // the usage consumer and returns nil. It returns an error when it cannot
-// start.
+// start; ctx ending while it starts is a stop, not a failure.
 func Run(ctx context.Context, cfg Config, env svc.Env) error {
+	err := run(ctx, cfg, env)
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil
+	}
+	return err
+}
+
+func run(ctx context.Context, cfg Config, env svc.Env) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
