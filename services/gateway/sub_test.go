@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -210,7 +211,9 @@ func TestEventsStreamResumes(t *testing.T) {
 	ch, stop = h.openEvents(t, "?kind=user", e1.id)
 	defer stop()
 	e2, e3 := next(t, ch), next(t, ch)
-	if !strings.Contains(e2.data, `"liam"`) || !strings.Contains(e3.data, `"mona"`) || e2.id <= e1.id {
+	id1, _ := strconv.ParseUint(e1.id, 10, 64)
+	id2, _ := strconv.ParseUint(e2.id, 10, 64)
+	if !strings.Contains(e2.data, `"liam"`) || !strings.Contains(e3.data, `"mona"`) || id2 <= id1 || id1 == 0 {
 		t.Fatalf("resumed with %+v then %+v", e2, e3)
 	}
 }

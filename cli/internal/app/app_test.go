@@ -283,3 +283,27 @@ func TestCompletionAndVersion(t *testing.T) {
 		t.Fatalf("version %q", r.stdout)
 	}
 }
+
+// TestServersCommands deploys, lists, shows and removes a server with the
+// CLI against the real servers service.
+func TestServersCommands(t *testing.T) {
+	h := newHarness(t)
+	h.login()
+	h.putNode("node-1", time.Now())
+	r := h.must("servers", "deploy", "reality", "--port", "8443", "--dest", "www.example.com:443", "-q")
+	id := strings.TrimSpace(r.stdout)
+	if len(id) != 36 {
+		t.Fatalf("deploy -q printed %q", r.stdout)
+	}
+	golden(t, "servers_list", h.must("servers", "list").stdout)
+	if r := h.must("servers", "show", "reality"); !strings.Contains(r.stdout, "vless-reality port 8443, dest www.example.com:443") {
+		t.Fatalf("show: %s", r.stdout)
+	}
+	if r := h.run("servers", "restart", "reality"); r.err == nil || !strings.Contains(r.err.Error(), "agent of node node-1 is not answering") {
+		t.Fatalf("restart without an agent: %v", r.err)
+	}
+	h.must("servers", "remove", id)
+	if got := h.must("servers", "list", "-q").stdout; got != "" {
+		t.Fatalf("after remove: %q", got)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/vpnfleet/vpnfleet/services/gateway/internal/auth"
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/problem"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/node"
@@ -70,9 +71,9 @@ func checkInbounds(fe []errs.FieldError, ins []server.InboundRequest) []errs.Fie
 func (s *Server) resolveServer(r *http.Request) (server.Server, error) {
 	ref := r.PathValue("server")
 	setTarget(r, "server", ref)
-	srv, err := call[server.Server](s, r, subject.ServersCmd(subject.ServersGet), server.GetRequest{ID: ref})
-	if !errors.Is(err, errs.NotFound) {
-		return srv, err
+	var srv server.Server
+	if isUUID(ref) {
+		return call[server.Server](s, r, subject.ServersCmd(subject.ServersGet), server.GetRequest{ID: ref})
 	}
 	list, lerr := call[server.ListResponse](s, r, subject.ServersCmd(subject.ServersList), server.ListRequest{})
 	if lerr != nil {
@@ -95,6 +96,29 @@ func (s *Server) resolveServer(r *http.Request) (server.Server, error) {
 		"name the server by its id (`vpn servers list` shows them)")
 }
 
+// presentServer hides a server's private keys from viewers.
+func presentServer(r *http.Request, srv server.Server) server.Server {
+	if role(r) != auth.Viewer {
+		return srv
+	}
+	ins := make([]server.Inbound, len(srv.Inbounds))
+	for i, in := range srv.Inbounds {
+		if in.Reality != nil {
+			re := *in.Reality
+			re.PrivateKey = ""
+			in.Reality = &re
+		}
+		if in.Shadowsocks != nil {
+			ss := *in.Shadowsocks
+			ss.ServerKey = ""
+			in.Shadowsocks = &ss
+		}
+		ins[i] = in
+	}
+	srv.Inbounds = ins
+	return srv
+}
+
 func (s *Server) listServers(w http.ResponseWriter, r *http.Request) error {
 	n := r.URL.Query().Get("node")
 	if n != "" && !subject.ValidToken(n) {
@@ -106,6 +130,9 @@ func (s *Server) listServers(w http.ResponseWriter, r *http.Request) error {
 	}
 	if resp.Servers == nil {
 		resp.Servers = []server.Server{}
+	}
+	for i := range resp.Servers {
+		resp.Servers[i] = presentServer(r, resp.Servers[i])
 	}
 	return writeJSON(w, http.StatusOK, resp)
 }
@@ -141,7 +168,7 @@ func (s *Server) getServer(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, srv)
+	return writeJSON(w, http.StatusOK, presentServer(r, srv))
 }
 
 func (s *Server) updateServer(w http.ResponseWriter, r *http.Request) error {
