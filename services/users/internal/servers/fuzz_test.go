@@ -57,3 +57,63 @@ func FuzzCreateRequest(f *testing.F) {
 		assertValid(t, back)
 	})
 }
+
+// FuzzUpdateRequest applies arbitrary update bodies to an existing server:
+// it never panics, a rejection is Invalid and names fields, an accepted
+// update leaves a valid server, inbounds that keep their tag and protocol
+// keep their REALITY keys, and only a change of the inbounds sets the
+// status back to pending.
+func FuzzUpdateRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"id":"` + testID + `","name":"renamed"}`,
+		`{"id":"` + testID + `","inbounds":[{"protocol":"vless-reality","port":8443,"dest":"www.example.com:443"}]}`,
+		`{"id":"` + testID + `","inbounds":[{"protocol":"vless-reality","port":443,"dest":"www.example.com:443"},{"protocol":"shadowsocks-2022","port":8388}]}`,
+		`{"id":"` + testID + `","inbounds":[{"protocol":"socks5","tag":"vless-reality","port":443}]}`,
+		`{"id":"` + testID + `","inbounds":[]}`,
+		`{"id":"nope","name":""}`,
+		`{}`, `{`,
+	} {
+		f.Add([]byte(s))
+	}
+	base, err := servers.New(server.CreateRequest{Node: "n1", Name: "fra", Inbounds: []server.InboundRequest{vless(443), ss(8388)}}, testID, now)
+	if err != nil {
+		f.Fatal(err)
+	}
+	base.Status = server.Status{State: server.StateApplied, PublicHost: "fra.example.net"}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req server.UpdateRequest
+		if json.Unmarshal(data, &req) != nil {
+			return
+		}
+		s := base
+		c, err := servers.Apply(&s, req)
+		if err != nil {
+			if !errors.Is(err, errs.Invalid) || len(errs.FieldsOf(err)) == 0 {
+				t.Fatalf("rejection %v is not Invalid with fields", err)
+			}
+			return
+		}
+		assertValid(t, s)
+		if (s.Status.State == server.StatePending) != c.SpecChanged {
+			t.Fatalf("status %s after change %+v", s.Status.State, c)
+		}
+		for _, in := range s.Inbounds {
+			for _, old := range base.Inbounds {
+				if in.Tag == old.Tag && in.Protocol == old.Protocol && in.Reality != nil && in.Reality.PrivateKey != old.Reality.PrivateKey {
+					if req.Inbounds == nil || !importsKey(*req.Inbounds, in.Tag) {
+						t.Fatalf("inbound %s lost its key", in.Tag)
+					}
+				}
+			}
+		}
+	})
+}
+
+func importsKey(ins []server.InboundRequest, tag string) bool {
+	for _, in := range ins {
+		if (in.Tag == tag || in.Tag == "" && string(in.Protocol) == tag) && in.PrivateKey != "" {
+			return true
+		}
+	}
+	return false
+}
