@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 // harness is a real gateway in front of the real users service on an
 // in-process JetStream, and a home directory for the CLI's config.
 type harness struct {
-	t         *testing.T
+	t         testing.TB
 	ns        *natstest.Server
 	js        jetstream.JetStream
 	url       string
@@ -53,7 +53,7 @@ type harness struct {
 	env       map[string]string
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	ns := natstest.Start(t)
 	h := &harness{t: t, ns: ns, home: t.TempDir()}
