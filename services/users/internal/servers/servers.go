@@ -15,6 +15,7 @@
 package servers
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -149,19 +150,9 @@ func (r *Registry) List(ctx context.Context, req server.ListRequest) (server.Lis
 		}
 	}
 	slices.SortFunc(out, func(a, b server.Server) int {
-		return cmpStrings(a.Node, b.Node, NameKey(a.Name), NameKey(b.Name), a.ID, b.ID)
+		return cmp.Or(strings.Compare(a.Node, b.Node), strings.Compare(NameKey(a.Name), NameKey(b.Name)), strings.Compare(a.ID, b.ID))
 	})
 	return server.ListResponse{Servers: out}, nil
-}
-
-// cmpStrings compares pairs (a0, b0), (a1, b1), ... in order.
-func cmpStrings(pairs ...string) int {
-	for i := 0; i+1 < len(pairs); i += 2 {
-		if c := strings.Compare(pairs[i], pairs[i+1]); c != 0 {
-			return c
-		}
-	}
-	return 0
 }
 
 // snapshot is every server in the bucket as of one sequence of its stream.
