@@ -1,8 +1,10 @@
 // Package agent is vpn-agent's core: the presence of one host on the bus.
 // It registers the node in the nodes bucket and heartbeats, answers
 // request/reply commands on its own subjects (status, workloads, logs,
-// restart, stats), turns runtime events into EVENTS messages and samples
-// host and workload stats into STATS. It dials out to NATS and opens no
+// restart, stats), turns runtime events into EVENTS messages, samples
+// host and workload stats into STATS, and reconciles the node's Xray
+// servers and their users from the servers and users buckets (package
+// reconcile). It dials out to NATS and opens no
 // port. Everything it publishes goes through a durable outbox, so while
 // NATS is unreachable it keeps running what it runs, buffers, and
 // republishes once NATS is back, deduplicated by message id.
@@ -14,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -22,7 +25,9 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/hostprobe"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/outbox"
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/reconcile"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
 	"github.com/vpnfleet/vpnfleet/shared/node"
@@ -42,6 +47,11 @@ type Config struct {
 	Heartbeat      time.Duration `flag:"heartbeat" env:"VPN_HEARTBEAT" help:"heartbeat interval"`
 	StatsInterval  time.Duration `flag:"stats-interval" env:"VPN_STATS_INTERVAL" help:"host and workload stats interval"`
 	OutboxLimit    int           `flag:"outbox-limit" env:"VPN_OUTBOX_LIMIT" help:"messages kept on disk while NATS is unreachable"`
+	// Xray servers.
+	XrayBin              string        `flag:"xray-bin" env:"VPN_XRAY_BIN" help:"Xray executable (default: xray next to the agent, else in PATH); also imported as an image when the engine lacks --xray-image"`
+	XrayImage            string        `flag:"xray-image" env:"VPN_XRAY_IMAGE" help:"Xray image for docker and containerd (default vpnfleet/xray:<pinned version>)"`
+	AllowPrivateNetworks bool          `flag:"allow-private-networks" env:"VPN_ALLOW_PRIVATE_NETWORKS" help:"let VPN users reach loopback and private addresses through the servers (tests, labs)"`
+	DriftInterval        time.Duration `flag:"drift-interval" env:"VPN_DRIFT_INTERVAL" help:"how often each server's users in Xray are checked against the desired ones"`
 }
 
 // DefaultConfig returns the agent's defaults.
@@ -52,6 +62,7 @@ func DefaultConfig() Config {
 		Heartbeat:      5 * time.Second,
 		StatsInterval:  10 * time.Second,
 		OutboxLimit:    100_000,
+		DriftInterval:  time.Minute,
 	}
 }
 
@@ -75,6 +86,12 @@ func (c Config) Validate() error {
 	if c.OutboxLimit < 1 {
 		fe = append(fe, errs.FieldError{Field: "outbox_limit", Rule: "must be at least 1"})
 	}
+	if c.DriftInterval < time.Second {
+		fe = append(fe, errs.FieldError{Field: "drift_interval", Rule: "must be at least 1s"})
+	}
+	if strings.ContainsAny(c.XrayImage, " \t\n") {
+		fe = append(fe, errs.FieldError{Field: "xray_image", Rule: "must be an image reference"})
+	}
 	return errs.Fields(fe...)
 }
 
@@ -87,6 +104,7 @@ type Agent struct {
 	outbox *outbox.Outbox
 	probe  *hostprobe.Probe
 	node   node.Node
+	rec    *reconcile.Reconciler
 }
 
 // Run opens the runtime and the outbox under env.DataDir and runs the agent
@@ -141,9 +159,68 @@ func New(ctx context.Context, cfg Config, env svc.Env, rt runtime.Runtime) (*Age
 	if v, err := rt.Version(ctx); err == nil {
 		a.node.RuntimeVersion = v
 	}
+	if a.rec, err = a.newReconciler(); err != nil {
+		rt.Close()
+		return nil, err
+	}
 	log.Info("agent runtime selected", "runtime", rt.Kind(), "runtime_version", a.node.RuntimeVersion, "public_addr", addr)
 	return a, nil
 }
+
+// newReconciler prepares the reconciler of the node's Xray servers, with
+// its files under <data dir>/xray.
+func (a *Agent) newReconciler() (*reconcile.Reconciler, error) {
+	dir, err := filepath.Abs(filepath.Join(a.env.DataDir, "xray"))
+	if err != nil {
+		return nil, errs.Wrap(errs.Invalid, err, "data dir %s", a.env.DataDir)
+	}
+	image := a.cfg.XrayImage
+	if image == "" {
+		image = DefaultXrayImage()
+	}
+	bin := xrayBinary(a.cfg.XrayBin)
+	if bin == "" {
+		a.log.Warn("no xray binary found: set --xray-bin (servers on the process runtime cannot start)")
+	}
+	return reconcile.New(reconcile.Config{
+		Node: a.node.ID, Groups: a.cfg.Groups, PublicHost: a.node.PublicAddr, DataDir: dir,
+		XrayBin: bin, XrayImage: image, AllowPrivateNetworks: a.cfg.AllowPrivateNetworks,
+		DriftInterval: a.cfg.DriftInterval, Log: a.log,
+	}, a.rt, reconcile.KVStatus{JS: a.env.JS}, a.enqueueEvent)
+}
+
+// DefaultXrayImage is the image container runtimes run Xray from unless
+// --xray-image says otherwise: the FROM-scratch image `make xray-image`
+// builds, tagged with the pinned Xray-core version.
+func DefaultXrayImage() string { return "vpnfleet/xray:" + xray.Version() }
+
+// xrayBinary resolves the Xray executable: the configured path, else
+// "xray" next to the agent's own executable, else in PATH; "" when there
+// is none.
+func xrayBinary(configured string) string {
+	if configured != "" {
+		if abs, err := filepath.Abs(configured); err == nil {
+			return abs
+		}
+		return configured
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "xray")
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("xray"); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			return abs
+		}
+	}
+	return ""
+}
+
+// Reconciler is the reconciler of this node's Xray servers; its Servers
+// method lists the running ones (the usage meter reads their counters).
+func (a *Agent) Reconciler() *reconcile.Reconciler { return a.rec }
 
 // Runtime is the runtime the agent drives.
 func (a *Agent) Runtime() runtime.Runtime { return a.rt }
@@ -163,6 +240,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.forwardEvents(gctx) })
 	g.Go(func() error { return a.sampleStats(gctx) })
 	g.Go(func() error { return a.serveCommands(gctx) })
+	g.Go(func() error { return a.rec.Run(gctx) })
+	g.Go(func() error { return a.rec.WatchServers(gctx, a.env.JS) })
+	g.Go(func() error { return a.rec.WatchUsers(gctx, a.env.JS) })
+	g.Go(func() error { return a.rec.FollowRuntime(gctx) })
 	if err := a.announce(); err != nil {
 		a.log.Warn("announcing node", logkey.Err, err)
 	}

@@ -443,8 +443,36 @@ func TestAddUsersBatch(t *testing.T) {
 				t.Fatalf("RemoveUser: %v", err)
 			}
 			fetchFails(t, xraytest.StartClient(t, bin, s.outbound(in, early)), target, "a removed user")
+
+			// Removing many at once: one replacement (SS2022, SOCKS5,
+			// HTTP); the others stay and still connect.
+			gone := batch[1:36]
+			for range 2 {
+				if err := s.api.RemoveUsers(ctx, in, ids(gone)); err != nil {
+					t.Fatalf("RemoveUsers: %v", err)
+				}
+			}
+			left := []string{in.Users[0].ID}
+			left = append(left, ids(batch[36:])...)
+			slices.Sort(left)
+			if got, err := s.api.InboundUsers(ctx, in); err != nil || !slices.Equal(got, left) {
+				t.Fatalf("InboundUsers after RemoveUsers = %v, %v; want %v", got, err, left)
+			}
+			fetchFails(t, xraytest.StartClient(t, bin, s.outbound(in, gone[0])), target, "a user removed in a batch")
+			c := xraytest.StartClient(t, bin, s.outbound(in, batch[len(batch)-1]))
+			if body, err := fetch(c, target); err != nil || string(body) != xraytest.TargetBody {
+				t.Fatalf("kept user after RemoveUsers: %q, %v", body, err)
+			}
 		})
 	}
+}
+
+func ids(users []xray.User) []string {
+	out := make([]string, len(users))
+	for i, u := range users {
+		out[i] = u.ID
+	}
+	return out
 }
 
 // TestConcurrentAddsSurviveReplacement: single adds racing with a batch that

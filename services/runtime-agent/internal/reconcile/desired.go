@@ -1,0 +1,179 @@
+package reconcile
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/netip"
+
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/server"
+	"github.com/vpnfleet/vpnfleet/shared/user"
+)
+
+// member is what the reconciler keeps of a user served on this node: the
+// Xray user it is on each protocol, with the fingerprint of its
+// credentials. Users the node does not serve are not kept.
+type member struct {
+	// users holds one entry per protocol the user has credentials for.
+	users map[user.Protocol]xray.User
+	// fps holds the credential fingerprint of each entry of users.
+	fps map[user.Protocol]string
+	// ssKeyLen is the length of the user's Shadowsocks-2022 key, which
+	// decides on which inbounds (by method) it can be used.
+	ssKeyLen int
+	// key fingerprints everything above: an update that leaves it alone
+	// (usage counters, a rename, a note) changes nothing in Xray.
+	key string
+}
+
+// memberOf returns what Xray should hold of u on node (with groups), or nil
+// when the node must not serve u: its status is not served, it is placed
+// elsewhere, or it has no usable credentials.
+func memberOf(u user.User, node string, groups []string) *member {
+	if !u.Status.Served() || !u.Placement.Serves(node, groups) {
+		return nil
+	}
+	m := &member{users: map[user.Protocol]xray.User{}, fps: map[user.Protocol]string{}}
+	c := u.Credentials
+	for _, p := range u.Protocols {
+		var xu xray.User
+		switch {
+		case p == user.VLESSReality && c.VLESS != nil:
+			xu = xray.User{ID: u.ID, UUID: c.VLESS.UUID, Flow: c.VLESS.Flow}
+		case p == user.Shadowsocks2022 && c.Shadowsocks != nil:
+			n, ok := user.SS2022KeyLen(c.Shadowsocks.Method)
+			if !ok {
+				continue
+			}
+			m.ssKeyLen = n
+			xu = xray.User{ID: u.ID, Key: c.Shadowsocks.Key}
+		case p == user.SOCKS5 && c.SOCKS5 != nil:
+			xu = xray.User{ID: u.ID, Password: c.SOCKS5.Password}
+		case p == user.HTTP && c.HTTP != nil:
+			xu = xray.User{ID: u.ID, Password: c.HTTP.Password}
+		default:
+			continue
+		}
+		m.users[p] = xu
+		m.fps[p] = fingerprint(xu)
+	}
+	if len(m.users) == 0 {
+		return nil
+	}
+	h := sha256.New()
+	for _, p := range user.Protocols {
+		if fp, ok := m.fps[p]; ok {
+			h.Write([]byte(string(p) + "=" + fp + ";"))
+		}
+	}
+	m.key = hex.EncodeToString(h.Sum(nil)[:8])
+	return m
+}
+
+// fingerprint identifies the credentials of an Xray user (not its id), so
+// that a credential change is seen although Xray lists users by id only.
+// It is a truncated SHA-256: the persisted fingerprints reveal nothing.
+func fingerprint(u xray.User) string {
+	sum := sha256.Sum256([]byte(u.UUID + "\x00" + u.Flow + "\x00" + u.Key + "\x00" + u.Password))
+	return hex.EncodeToString(sum[:8])
+}
+
+// on returns m's Xray user on the inbound in and its fingerprint, or false
+// when m has nothing there: no credentials for the protocol, or a
+// Shadowsocks-2022 key whose length does not fit the inbound's method.
+func (m *member) on(in xray.Inbound) (xray.User, string, bool) {
+	p := user.Protocol(in.Protocol)
+	u, ok := m.users[p]
+	if !ok {
+		return xray.User{}, "", false
+	}
+	if p == user.Shadowsocks2022 {
+		if in.Shadowsocks == nil {
+			return xray.User{}, "", false
+		}
+		if n, ok := user.SS2022KeyLen(in.Shadowsocks.Method); !ok || n != m.ssKeyLen {
+			return xray.User{}, "", false
+		}
+	}
+	return u, m.fps[p], true
+}
+
+// Options of the Xray spec the agent adds to a server's.
+type specOptions struct {
+	allowPrivate bool
+	logLevel     string
+}
+
+// xraySpec turns a server's desired state into the Xray spec (without
+// users; they are added live) with the API on api. It checks what the
+// registry cannot know is wrong for this agent (engine, node) and the
+// whole spec (SNI, dest, ports, keys), reporting every broken rule as
+// errs.Invalid with the server's own field names.
+func xraySpec(s server.Server, node, api string, o specOptions) (xray.Spec, error) {
+	var fe []errs.FieldError
+	if s.Engine != server.EngineXray {
+		fe = append(fe, errs.FieldError{Field: "engine", Rule: "must be " + server.EngineXray})
+	}
+	if s.Node != node {
+		fe = append(fe, errs.FieldError{Field: "node", Rule: "is not this node (" + node + ")"})
+	}
+	spec := xray.Spec{APIListen: api, LogLevel: o.logLevel, AllowPrivateNetworks: o.allowPrivate}
+	for _, in := range s.Inbounds {
+		x := xray.Inbound{Tag: in.Tag, Protocol: xray.Protocol(in.Protocol), Listen: in.Listen, Port: in.Port}
+		if in.Reality != nil {
+			x.Reality = &xray.Reality{
+				ServerNames: in.Reality.ServerNames, Dest: in.Reality.Dest,
+				PrivateKey: in.Reality.PrivateKey, ShortIDs: in.Reality.ShortIDs,
+			}
+		}
+		if in.Shadowsocks != nil {
+			x.Shadowsocks = &xray.Shadowsocks{Method: in.Shadowsocks.Method, Key: in.Shadowsocks.ServerKey}
+		}
+		spec.Inbounds = append(spec.Inbounds, x)
+	}
+	err := spec.Validate()
+	fe = append(fe, errs.FieldsOf(err)...)
+	if len(fe) > 0 {
+		return xray.Spec{}, &errs.Error{Class: errs.Invalid, Msg: "invalid server spec", Fields: fe}
+	}
+	return spec, nil
+}
+
+// specKey fingerprints what the agent runs for a server: node, engine and
+// inbounds with their keys, not the name or the status. Two records with
+// the same key need no new apply, which is how a status-only update (the
+// agent's own write) is told apart from a change.
+func specKey(s server.Server) string {
+	data, _ := json.Marshal(struct {
+		Node     string           `json:"node"`
+		Engine   string           `json:"engine"`
+		Inbounds []server.Inbound `json:"inbounds"`
+	}{s.Node, s.Engine, s.Inbounds})
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
+}
+
+// configHash fingerprints an Xray spec as the workload runs it (API
+// address and agent options included, users excluded). It labels the
+// workload, so an adopted Xray is known to run the wanted config.
+func configHash(spec xray.Spec) string {
+	spec.Inbounds = append([]xray.Inbound(nil), spec.Inbounds...)
+	for i := range spec.Inbounds {
+		spec.Inbounds[i].Users = nil
+	}
+	data, _ := json.Marshal(spec)
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
+}
+
+// dialAddr is the address to check an inbound's listener on: its own
+// listen address, or loopback for the wildcard.
+func dialAddr(in xray.Inbound) netip.AddrPort {
+	a, err := netip.ParseAddr(in.Listen)
+	if err != nil || a.IsUnspecified() {
+		a = netip.MustParseAddr("127.0.0.1")
+	}
+	return netip.AddrPortFrom(a, uint16(in.Port))
+}

@@ -1,0 +1,477 @@
+// Package reconcile makes a node's Xray servers and their users what the
+// servers and users buckets say, level-triggered: whatever was missed
+// (an outage, a crash, a restart of Xray or of the agent) is made up from
+// the desired state alone, with no special resync path and no restart of
+// Xray for a user change.
+//
+// The core is the Reconciler. It is fed desired state (PutServer,
+// DeleteServer, PutUser, DeleteUser and the Loaded calls that end a
+// snapshot) and runtime events (Observe), and runs one worker per server,
+// which:
+//
+//   - deploys the server: checks the spec (errs.Invalid with field names)
+//     and that its new ports are free on the host (by binding them), writes
+//     the Xray config under the data dir, ensures the image (importing a
+//     FROM-scratch image of the Xray binary when the engine lacks it) and
+//     replaces the workload, waits until the API answers and every inbound
+//     listens, then records server.Status applied with the node's public
+//     host. A spec that fails leaves the running server as it was and is
+//     reported on the status and as server.failed.v1;
+//   - applies users live through the Xray API: changes are queued per
+//     server by user id (so repeated changes of one user coalesce), diffed
+//     against what was applied by credential fingerprint, and applied in
+//     batches, retried with backoff until they succeed;
+//   - checks drift (the users Xray lists against the desired ones) when a
+//     snapshot is loaded, after every start of its Xray, and every drift
+//     interval, and repairs it.
+//
+// The workload carries labels with the server id, the config hash and the
+// API address, so an agent restarted while Xray runs adopts it; what it
+// applied is kept per Xray instance under the data dir, so the adopted
+// instance is not guessed at.
+//
+// The NATS side is thin: WatchServers and WatchUsers feed the core from
+// the buckets, KVStatus writes statuses with a compare-and-set.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/event"
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/server"
+	"github.com/vpnfleet/vpnfleet/shared/user"
+)
+
+// Labels of an Xray workload, beside the runtime's owner labels.
+const (
+	LabelRole       = "vpnfleet.role"
+	LabelServer     = "vpnfleet.server"
+	LabelConfigHash = "vpnfleet.config-hash"
+	LabelSpecKey    = "vpnfleet.spec-key"
+	LabelAPI        = "vpnfleet.xray-api"
+	// RoleXray is the value of LabelRole on Xray workloads.
+	RoleXray = "xray"
+)
+
+// Config is what a Reconciler needs to know about its node.
+type Config struct {
+	// Node is this node's id; only servers of this node are reconciled,
+	// and only users placed on it (or its Groups) are served.
+	Node   string
+	Groups []string
+	// PublicHost is where clients reach this node; it goes into every
+	// applied status, and so into links.
+	PublicHost string
+	// DataDir holds, per server, the Xray config and the record of applied
+	// users (<DataDir>/<server id>/). It must be absolute for container
+	// runtimes, which mount the config.
+	DataDir string
+	// XrayBin is the Xray executable: what the process runtime runs, and
+	// what goes into the image imported when a container engine lacks
+	// XrayImage. Empty when unknown.
+	XrayBin string
+	// XrayImage is the image container runtimes run.
+	XrayImage string
+	// AllowPrivateNetworks lets users reach private and loopback addresses
+	// (xray.Spec.AllowPrivateNetworks).
+	AllowPrivateNetworks bool
+	// XrayLogLevel is Xray's log level (default warning).
+	XrayLogLevel string
+	// DriftInterval is how often every server's users are compared with
+	// Xray's (default 60s).
+	DriftInterval time.Duration
+	// ReadyTimeout bounds the wait for a new Xray to answer (default 30s).
+	ReadyTimeout time.Duration
+	// StopTimeout is how long Xray gets to stop before it is killed
+	// (default 10s).
+	StopTimeout time.Duration
+	// MaxBackoff caps the delay between retries of a failed apply
+	// (default 30s).
+	MaxBackoff time.Duration
+	Log        *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.DriftInterval <= 0 {
+		c.DriftInterval = time.Minute
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = 30 * time.Second
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = 10 * time.Second
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// StatusStore records what the agent did with a server. SetStatus must not
+// clobber a newer spec: it writes st only while the stored server still
+// has the spec of applied (see specKey), and does nothing when the server
+// is gone or already has st.
+type StatusStore interface {
+	SetStatus(ctx context.Context, applied server.Server, st server.Status) error
+}
+
+// Emit publishes a domain event (the agent's outbox).
+type Emit func(ctx context.Context, subj string, typ event.Type, id string, data any) error
+
+// RunningServer is one server's running Xray, for readers of its API such
+// as the usage meter.
+type RunningServer struct {
+	ServerID string
+	// Workload is the runtime's id of the Xray workload.
+	Workload string
+	// Instance identifies this run of Xray: "<workload id>@<started at,
+	// RFC 3339 with nanoseconds>". It changes whenever Xray (re)starts,
+	// which is when its counters restart from zero.
+	Instance string
+	// Client drives this instance's API. It is closed when the instance is
+	// replaced or the reconciler stops; calls on it then fail with
+	// errs.Unavailable, and the next Servers call has the new one.
+	Client *xray.Client
+}
+
+// Reconciler converges one node's servers and users. Build it with New and
+// run it with Run; feed it with the Put/Delete/Loaded methods (or the
+// watchers) and Observe.
+type Reconciler struct {
+	cfg    Config
+	rt     runtime.Runtime
+	status StatusStore
+	emit   Emit
+	log    *slog.Logger
+
+	mu           sync.Mutex
+	users        map[string]*member
+	usersLoaded  bool
+	serversReady bool
+	workers      map[string]*worker
+	pending      []*worker // made but not yet running
+	spawn        chan struct{}
+	// loaded is closed once both snapshots are in (orphans are collected
+	// then).
+	loaded chan struct{}
+}
+
+// New returns a reconciler for cfg.Node over rt. It does nothing until Run.
+func New(cfg Config, rt runtime.Runtime, status StatusStore, emit Emit) (*Reconciler, error) {
+	cfg.defaults()
+	var fe []errs.FieldError
+	if cfg.Node == "" {
+		fe = append(fe, errs.FieldError{Field: "node", Rule: "must be set"})
+	}
+	if !filepath.IsAbs(cfg.DataDir) {
+		fe = append(fe, errs.FieldError{Field: "data_dir", Rule: "must be an absolute path"})
+	}
+	if cfg.PublicHost == "" {
+		fe = append(fe, errs.FieldError{Field: "public_host", Rule: "must be set"})
+	}
+	if err := errs.Fields(fe...); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, errs.Wrap(errs.Invalid, err, "creating %s", cfg.DataDir)
+	}
+	return &Reconciler{
+		cfg: cfg, rt: rt, status: status, emit: emit,
+		log:     cfg.Log.With(logkey.Component, "reconcile"),
+		users:   map[string]*member{},
+		workers: map[string]*worker{},
+		spawn:   make(chan struct{}, 1),
+		loaded:  make(chan struct{}),
+	}, nil
+}
+
+// Run runs the server workers, the periodic drift check and, once the
+// snapshots are loaded, the removal of Xray workloads whose server is
+// gone. It returns nil when ctx ends; running Xray workloads are left
+// running for the next agent to adopt.
+func (r *Reconciler) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		tick := time.NewTicker(r.cfg.DriftInterval)
+		defer tick.Stop()
+		loaded := r.loaded
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-r.spawn:
+				for _, w := range r.takePending() {
+					g.Go(func() error { return w.run(gctx) })
+				}
+			case <-tick.C:
+				r.resyncAll()
+			case <-loaded:
+				loaded = nil
+				r.removeOrphans(gctx)
+			}
+		}
+	})
+	return g.Wait()
+}
+
+func (r *Reconciler) takePending() []*worker {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.pending
+	r.pending = nil
+	return p
+}
+
+// PutServer sets a server's desired state. Servers of other nodes are
+// ignored (a server moved away is deleted here).
+func (r *Reconciler) PutServer(s server.Server) {
+	if s.Node != r.cfg.Node {
+		r.DeleteServer(s.ID)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.workers[s.ID]
+	if w == nil {
+		w = newWorker(r, s.ID)
+		r.workers[s.ID] = w
+		r.pending = append(r.pending, w)
+		select {
+		case r.spawn <- struct{}{}:
+		default:
+		}
+	}
+	w.want = &s
+	w.poke()
+}
+
+// DeleteServer removes a server: its worker stops and removes the workload
+// and its files.
+func (r *Reconciler) DeleteServer(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w := r.workers[id]; w != nil {
+		w.want = nil
+		w.poke()
+	}
+}
+
+// ServersLoaded ends a snapshot of the servers bucket: servers not in
+// present are deleted.
+func (r *Reconciler) ServersLoaded(present map[string]bool) {
+	r.mu.Lock()
+	for id, w := range r.workers {
+		if !present[id] {
+			w.want = nil
+			w.poke()
+		}
+	}
+	r.serversReady = true
+	r.maybeLoadedLocked()
+	r.mu.Unlock()
+}
+
+// PutUser sets a user's desired state. An update that changes nothing Xray
+// holds (usage counters, name, note, limits) is dropped here.
+func (r *Reconciler) PutUser(u user.User) {
+	m := memberOf(u, r.cfg.Node, r.cfg.Groups)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.users[u.ID]
+	switch {
+	case m == nil && old == nil:
+		return
+	case m != nil && old != nil && m.key == old.key:
+		return
+	case m == nil:
+		delete(r.users, u.ID)
+	default:
+		r.users[u.ID] = m
+	}
+	r.dirtyLocked(u.ID)
+}
+
+// DeleteUser removes a user from every server.
+func (r *Reconciler) DeleteUser(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.users[id]; ok {
+		delete(r.users, id)
+		r.dirtyLocked(id)
+	}
+}
+
+// UsersLoaded ends a snapshot of the users bucket: users not in present
+// are removed, and every server checks all its users against Xray, since
+// a snapshot may follow changes this reconciler never saw.
+func (r *Reconciler) UsersLoaded(present map[string]bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id := range r.users {
+		if !present[id] {
+			delete(r.users, id)
+		}
+	}
+	r.usersLoaded = true
+	for _, w := range r.workers {
+		w.resync = true
+		w.poke()
+	}
+	r.maybeLoadedLocked()
+}
+
+func (r *Reconciler) maybeLoadedLocked() {
+	if r.usersLoaded && r.serversReady {
+		select {
+		case <-r.loaded:
+		default:
+			close(r.loaded)
+		}
+	}
+}
+
+func (r *Reconciler) dirtyLocked(id string) {
+	if !r.usersLoaded {
+		return // the snapshot's end syncs everything
+	}
+	for _, w := range r.workers {
+		w.dirty[id] = struct{}{}
+		w.poke()
+	}
+}
+
+func (r *Reconciler) resyncAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, w := range r.workers {
+		w.resync = true
+		w.poke()
+	}
+}
+
+// Observe takes a runtime event: a start (or restart) of a server's Xray
+// makes its worker check which instance runs and repair its users.
+func (r *Reconciler) Observe(ev runtime.Event) {
+	switch ev.Kind {
+	case runtime.EventStart, runtime.EventRestart, runtime.EventDie:
+	default:
+		return
+	}
+	id, ok := strings.CutPrefix(strings.TrimPrefix(ev.Name, "/"), workloadPrefix)
+	if !ok {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w := r.workers[id]; w != nil {
+		w.checkInstance = true
+		w.poke()
+	}
+}
+
+// workloadPrefix is what server.WorkloadName puts before a server id.
+var workloadPrefix = strings.TrimSuffix(server.WorkloadName("x"), "x")
+
+// Servers lists the servers whose Xray runs now, sorted by id.
+func (r *Reconciler) Servers() []RunningServer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []RunningServer
+	for _, w := range r.workers {
+		if w.running != nil {
+			out = append(out, *w.running)
+		}
+	}
+	slices.SortFunc(out, func(a, b RunningServer) int { return strings.Compare(a.ServerID, b.ServerID) })
+	return out
+}
+
+// removeOrphans stops and removes Xray workloads, and forgets data dirs,
+// of servers that are not desired here. It runs once the snapshots are in.
+func (r *Reconciler) removeOrphans(ctx context.Context) {
+	ws, err := r.rt.List(ctx)
+	if err != nil {
+		r.log.Warn("listing workloads for orphans", logkey.Err, err)
+		return
+	}
+	r.mu.Lock()
+	known := map[string]bool{}
+	for id := range r.workers {
+		known[id] = true
+	}
+	r.mu.Unlock()
+	for _, w := range ws {
+		id := w.Labels[LabelServer]
+		if w.Labels[LabelRole] != RoleXray || id == "" || known[id] {
+			continue
+		}
+		r.log.Info("removing xray of a server not desired here", logkey.Server, id, logkey.Workload, w.Name)
+		if err := r.rt.Remove(ctx, w.ID); err != nil && !errors.Is(err, errs.NotFound) {
+			r.log.Warn("removing orphaned xray", logkey.Workload, w.Name, logkey.Err, err)
+		}
+	}
+	entries, _ := os.ReadDir(r.cfg.DataDir)
+	for _, e := range entries {
+		if e.IsDir() && !known[e.Name()] {
+			_ = os.RemoveAll(filepath.Join(r.cfg.DataDir, e.Name()))
+		}
+	}
+}
+
+// desiredOn returns, for each inbound of spec, the users Xray should hold
+// there with their fingerprints; only ids in only count when only is
+// non-nil.
+func (r *Reconciler) desiredOn(spec xray.Spec, only map[string]struct{}) map[string]map[string]desiredUser {
+	out := make(map[string]map[string]desiredUser, len(spec.Inbounds))
+	for _, in := range spec.Inbounds {
+		out[in.Tag] = map[string]desiredUser{}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	add := func(id string, m *member) {
+		for _, in := range spec.Inbounds {
+			u, fp, ok := m.on(in)
+			if !ok {
+				continue
+			}
+			if err := in.ValidateUser(u); err != nil {
+				r.log.Debug("user cannot be served on inbound", logkey.User, id, "inbound", in.Tag, logkey.Err, err)
+				continue
+			}
+			out[in.Tag][id] = desiredUser{user: u, fp: fp}
+		}
+	}
+	if only != nil {
+		for id := range only {
+			if m := r.users[id]; m != nil {
+				add(id, m)
+			}
+		}
+		return out
+	}
+	for id, m := range r.users {
+		add(id, m)
+	}
+	return out
+}
+
+type desiredUser struct {
+	user xray.User
+	fp   string
+}

@@ -1,0 +1,715 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/event"
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/server"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
+)
+
+// worker reconciles one server. Its goroutine owns everything below the
+// line; the fields above it are guarded by Reconciler.mu and are how the
+// rest of the reconciler asks it for work.
+type worker struct {
+	r    *Reconciler
+	id   string
+	name string // the workload's name
+	dir  string // <data dir>/<server id>
+	log  *slog.Logger
+	wake chan struct{}
+
+	// Guarded by r.mu.
+	want          *server.Server      // nil: delete the server
+	dirty         map[string]struct{} // users whose desired state may have changed
+	resync        bool                // compare every user with Xray
+	checkInstance bool                // a runtime event: which Xray runs now?
+	running       *RunningServer      // what Servers reports
+
+	// Owned by the worker goroutine.
+	cur      *instance
+	applied  applied
+	adopted  bool          // adoption was tried
+	failed   string        // spec key whose spec is invalid: not retried until it changes
+	reported server.Status // last status recorded (State, Reason)
+	unsaved  bool          // applied changed since it was saved
+	// statusDue holds a status to record that could not be yet (NATS
+	// down); it is retried with the rest.
+	statusDue *statusReport
+}
+
+// instance is the Xray the worker runs.
+type instance struct {
+	workload  string
+	startedAt time.Time
+	pid       int
+	api       string
+	spec      xray.Spec // inbounds without users
+	specKey   string
+	hash      string        // config hash
+	server    server.Server // the desired record it was deployed from
+	client    *xray.Client
+}
+
+func (in *instance) id() string {
+	return in.workload + "@" + in.startedAt.UTC().Format(time.RFC3339Nano)
+}
+
+type statusReport struct {
+	srv server.Server
+	st  server.Status
+	err error
+}
+
+func newWorker(r *Reconciler, id string) *worker {
+	return &worker{
+		r: r, id: id, name: server.WorkloadName(id),
+		dir:   filepath.Join(r.cfg.DataDir, id),
+		log:   r.log.With(logkey.Server, id),
+		wake:  make(chan struct{}, 1),
+		dirty: map[string]struct{}{},
+	}
+}
+
+// poke wakes the worker; the caller holds r.mu or not, either is fine.
+func (w *worker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) statePath() string    { return filepath.Join(w.dir, "applied.json") }
+func (w *worker) deployedPath() string { return filepath.Join(w.dir, "deployed.json") }
+
+// run is the worker's loop: wait for work (or a retry), do it, repeat,
+// until ctx ends or the server is deleted and torn down.
+func (w *worker) run(ctx context.Context) error {
+	defer w.closeClient()
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 50 * time.Millisecond
+	bo.MaxInterval = w.r.cfg.MaxBackoff
+	bo.MaxElapsedTime = 0
+	bo.Reset()
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			w.save()
+			return nil
+		case <-w.wake:
+		case <-retry:
+		}
+		retry = nil
+		done, err := w.step(ctx)
+		if done {
+			return nil
+		}
+		if ctx.Err() != nil {
+			continue
+		}
+		if err != nil {
+			d := bo.NextBackOff()
+			w.log.Warn("reconciling server, retrying", logkey.Err, err, logkey.Delay, d)
+			retry = time.After(d)
+			continue
+		}
+		bo.Reset()
+	}
+}
+
+// step does the work asked for so far. It reports done once the server is
+// deleted and its workload removed.
+func (w *worker) step(ctx context.Context) (done bool, err error) {
+	r := w.r
+	r.mu.Lock()
+	if !r.usersLoaded && w.want != nil {
+		r.mu.Unlock()
+		return false, nil // the end of the users snapshot wakes every worker
+	}
+	want, dirty, resync, check := w.want, w.dirty, w.resync, w.checkInstance
+	w.dirty, w.resync, w.checkInstance = map[string]struct{}{}, false, false
+	r.mu.Unlock()
+	// Whatever is not done is asked for again.
+	defer func() {
+		if err == nil || done {
+			return
+		}
+		r.mu.Lock()
+		for id := range dirty {
+			w.dirty[id] = struct{}{}
+		}
+		w.resync = w.resync || resync
+		w.checkInstance = w.checkInstance || check
+		r.mu.Unlock()
+	}()
+
+	if want == nil {
+		return w.teardown(ctx)
+	}
+	if !w.adopted {
+		w.adopted = true
+		w.adopt(ctx)
+		resync = true
+	}
+	if w.statusDue != nil {
+		if err := w.record(ctx, *w.statusDue); err != nil {
+			return false, err
+		}
+	}
+	key := specKey(*want)
+	if (w.cur == nil || w.cur.specKey != key) && key != w.failed {
+		if err := w.deploy(ctx, *want, key); err != nil {
+			return false, err
+		}
+		resync = w.cur != nil
+	}
+	if w.cur == nil {
+		return false, nil
+	}
+	if check || resync {
+		switch fresh, err := w.inspect(ctx); {
+		case err != nil:
+			return false, err
+		case fresh:
+			resync = true
+		}
+	}
+	if resync {
+		err = w.syncAll(ctx)
+	} else if len(dirty) > 0 {
+		err = w.syncSome(ctx, dirty)
+	}
+	w.save()
+	return false, err
+}
+
+// adopt takes over an Xray left running by a previous agent: the workload
+// named for the server with its labels, and the record of what was applied
+// to that very instance.
+func (w *worker) adopt(ctx context.Context) {
+	wl, err := w.r.rt.Inspect(ctx, w.name)
+	if err != nil {
+		return
+	}
+	api := wl.Labels[LabelAPI]
+	if wl.Labels[LabelServer] != w.id || wl.Labels[LabelRole] != RoleXray || api == "" || wl.State != runtime.StateRunning {
+		return // deploy replaces it
+	}
+	client, err := xray.NewClient(api, w.log)
+	if err != nil {
+		return
+	}
+	// What it runs was recorded when it was deployed; the label says
+	// whether the record is of this very config.
+	in := &instance{
+		workload: wl.ID, startedAt: wl.StartedAt, pid: wl.PID, api: api, client: client,
+		specKey: wl.Labels[LabelSpecKey], hash: wl.Labels[LabelConfigHash],
+	}
+	dep, ok := loadDeployed(w.deployedPath())
+	if !ok || configHash(dep.Spec) != in.hash || dep.Spec.APIListen != api {
+		// Unknown config: keep it serving until a deploy replaces it, with
+		// no inbound known (so none is touched) and a key nothing matches.
+		w.log.Warn("adopting xray with an unknown config; it will be replaced", logkey.Workload, wl.Name)
+		in.specKey = ""
+	} else {
+		in.spec, in.server = dep.Spec, dep.Server
+	}
+	w.setInstance(in)
+	st := loadState(w.statePath())
+	w.applied = applied{}
+	if st.Instance == in.id() && st.Users != nil {
+		w.applied = st.Users
+	}
+	w.log.Info("adopted running xray", logkey.Workload, wl.Name, "instance", in.id(), "known_users", w.knownCount())
+	w.r.mu.Lock()
+	want := w.want
+	w.r.mu.Unlock()
+	if in.specKey != "" && want != nil && specKey(*want) == in.specKey {
+		w.report(ctx, *want, server.Status{State: server.StateApplied, PublicHost: w.r.cfg.PublicHost, AppliedRevision: in.server.Revision}, nil)
+	}
+}
+
+func (w *worker) knownCount() int {
+	n := 0
+	for _, m := range w.applied {
+		n += len(m)
+	}
+	return n
+}
+
+func (w *worker) specOptions() specOptions {
+	return specOptions{allowPrivate: w.r.cfg.AllowPrivateNetworks, logLevel: w.r.cfg.XrayLogLevel}
+}
+
+// inspect checks which Xray instance runs. A different one (restarted by
+// its policy, or by hand) started with no users: what was applied is void.
+// It reports whether the instance is new.
+func (w *worker) inspect(ctx context.Context) (bool, error) {
+	wl, err := w.r.rt.Inspect(ctx, w.cur.workload)
+	if err != nil {
+		return false, fmt.Errorf("inspecting xray: %w", err)
+	}
+	if wl.State != runtime.StateRunning {
+		return false, errs.New(errs.Unavailable, "xray is %s (exit code %d); waiting for it to run again", wl.State, wl.ExitCode)
+	}
+	if wl.StartedAt.Equal(w.cur.startedAt) && wl.ID == w.cur.workload {
+		return false, nil
+	}
+	next := *w.cur
+	next.workload, next.startedAt, next.pid = wl.ID, wl.StartedAt, wl.PID
+	w.log.Info("xray restarted; adding its users again", "instance", next.id())
+	w.setInstance(&next)
+	w.applied = applied{}
+	w.unsaved = true
+	// The API answers a little after the process starts.
+	if err := w.waitAPI(ctx, &next); err != nil {
+		return true, err
+	}
+	return true, nil
+}
+
+// setInstance makes in the current instance and publishes it for Servers.
+func (w *worker) setInstance(in *instance) {
+	if w.cur != nil && (in == nil || w.cur.client != in.client) {
+		_ = w.cur.client.Close()
+	}
+	w.cur = in
+	var rs *RunningServer
+	if in != nil {
+		rs = &RunningServer{ServerID: w.id, Workload: in.workload, Instance: in.id(), Client: in.client}
+	}
+	w.r.mu.Lock()
+	w.running = rs
+	w.r.mu.Unlock()
+}
+
+func (w *worker) closeClient() {
+	if w.cur != nil {
+		_ = w.cur.client.Close()
+	}
+	w.r.mu.Lock()
+	w.running = nil
+	w.r.mu.Unlock()
+}
+
+// syncAll compares every inbound's users in Xray with the desired ones and
+// repairs the difference: users Xray has that were not recorded are
+// replaced once (their credentials are unknown), missing ones added,
+// extra ones removed.
+func (w *worker) syncAll(ctx context.Context) error {
+	if w.applied == nil {
+		w.applied = applied{}
+	}
+	for _, in := range w.cur.spec.Inbounds {
+		ids, err := w.cur.client.InboundUsers(ctx, in)
+		if err != nil {
+			return fmt.Errorf("drift check of %s: %w", in.Tag, err)
+		}
+		ap := w.applied.inbound(in.Tag)
+		have := make(map[string]bool, len(ids))
+		for _, id := range ids {
+			have[id] = true
+			if _, ok := ap[id]; !ok {
+				ap[id] = unknownFP
+				w.unsaved = true
+			}
+		}
+		for id := range ap {
+			if !have[id] {
+				delete(ap, id)
+				w.unsaved = true
+			}
+		}
+	}
+	return w.apply(ctx, w.r.desiredOn(w.cur.spec, nil), nil)
+}
+
+// syncSome applies the desired state of the users in ids.
+func (w *worker) syncSome(ctx context.Context, ids map[string]struct{}) error {
+	if w.applied == nil {
+		w.applied = applied{}
+	}
+	return w.apply(ctx, w.r.desiredOn(w.cur.spec, ids), ids)
+}
+
+// apply makes Xray hold desired, for the users in only (every user when
+// only is nil): per inbound, one batch of removals (gone users and old
+// credentials) then one batch of additions.
+func (w *worker) apply(ctx context.Context, desired map[string]map[string]desiredUser, only map[string]struct{}) error {
+	var errList []error
+	for _, in := range w.cur.spec.Inbounds {
+		want := desired[in.Tag]
+		ap := w.applied.inbound(in.Tag)
+		var removes []string
+		var adds []xray.User
+		var addFPs []string
+		consider := func(id string) {
+			d, ok := want[id]
+			fp, has := ap[id]
+			switch {
+			case ok && has && fp == d.fp:
+			case ok && has:
+				removes = append(removes, id)
+				adds, addFPs = append(adds, d.user), append(addFPs, d.fp)
+			case ok:
+				adds, addFPs = append(adds, d.user), append(addFPs, d.fp)
+			case has:
+				removes = append(removes, id)
+			}
+		}
+		if only != nil {
+			for id := range only {
+				consider(id)
+			}
+		} else {
+			for id := range ap {
+				consider(id)
+			}
+			for id := range want {
+				if _, has := ap[id]; !has {
+					consider(id)
+				}
+			}
+		}
+		if len(removes) > 0 {
+			slices.Sort(removes)
+			if err := w.cur.client.RemoveUsers(ctx, in, removes); err != nil {
+				errList = append(errList, err)
+				continue
+			}
+			for _, id := range removes {
+				delete(ap, id)
+			}
+			w.unsaved = true
+		}
+		if len(adds) > 0 {
+			if err := w.cur.client.AddUsers(ctx, in, adds); err != nil {
+				errList = append(errList, err)
+				continue
+			}
+			for i, u := range adds {
+				ap[u.ID] = addFPs[i]
+			}
+			w.unsaved = true
+		}
+		if len(removes)+len(adds) > 0 {
+			w.log.Debug("users applied", "inbound", in.Tag, "added", len(adds), "removed", len(removes))
+		}
+	}
+	return errors.Join(errList...)
+}
+
+// save records what was applied, if it changed.
+func (w *worker) save() {
+	if !w.unsaved || w.cur == nil {
+		return
+	}
+	if err := saveState(w.statePath(), stateFile{Instance: w.cur.id(), Users: w.applied}); err != nil {
+		w.log.Warn("saving applied users", logkey.Err, err)
+		return
+	}
+	w.unsaved = false
+}
+
+// deploy makes the running Xray serve want: it checks the spec and the
+// host, then replaces the workload. A spec that cannot work (invalid, a
+// port taken) is reported as failed and leaves what runs alone; the
+// returned error asks for a retry (a taken port may be freed, an engine
+// may come back), except for an invalid spec, which waits for a change.
+func (w *worker) deploy(ctx context.Context, want server.Server, key string) error {
+	api, err := freeLoopbackPort()
+	if err != nil {
+		return err
+	}
+	spec, err := xraySpec(want, w.r.cfg.Node, api, w.specOptions())
+	if err != nil {
+		w.failed = key
+		w.fail(ctx, want, err)
+		return nil
+	}
+	var held []xray.Inbound
+	if w.cur != nil {
+		held = w.cur.spec.Inbounds
+	}
+	if err := portsFree(spec.Inbounds, held); err != nil {
+		w.fail(ctx, want, err)
+		return err
+	}
+	image, command, mounts, err := w.r.workloadImage(ctx, w.dir)
+	if err != nil {
+		w.fail(ctx, want, err)
+		return err
+	}
+	cfg, err := xray.BuildConfig(spec)
+	if err != nil {
+		w.failed = key
+		w.fail(ctx, want, err)
+		return nil
+	}
+	hash := configHash(spec)
+	if err := writeConfig(w.dir, cfg); err != nil {
+		return err
+	}
+	if err := saveDeployed(w.deployedPath(), deployed{Spec: spec, Server: want}); err != nil {
+		return err
+	}
+	rs := runtime.Spec{
+		Name: w.name, Image: image, Command: command, Mounts: mounts,
+		Labels: map[string]string{
+			LabelRole: RoleXray, LabelServer: w.id, LabelConfigHash: hash,
+			LabelSpecKey: key, LabelAPI: api,
+		},
+		Restart: runtime.RestartPolicy{Name: runtime.RestartAlways},
+	}
+	prev := w.cur
+	if err := w.replace(ctx, rs); err != nil {
+		err = fmt.Errorf("starting xray: %w", err)
+		w.restore(ctx, prev)
+		w.fail(ctx, want, err)
+		return err
+	}
+	wl, err := w.r.rt.Inspect(ctx, w.name)
+	if err != nil {
+		return fmt.Errorf("inspecting new xray: %w", err)
+	}
+	client, err := xray.NewClient(api, w.log)
+	if err != nil {
+		return err
+	}
+	in := &instance{
+		workload: wl.ID, startedAt: wl.StartedAt, pid: wl.PID, api: api, spec: spec,
+		specKey: key, hash: hash, server: want, client: client,
+	}
+	if err := w.waitReady(ctx, in); err != nil {
+		_ = client.Close()
+		w.restore(ctx, prev)
+		w.fail(ctx, want, err)
+		return err
+	}
+	w.setInstance(in)
+	w.applied = applied{}
+	w.unsaved = true
+	w.failed = ""
+	w.log.Info("xray deployed", logkey.Workload, w.name, "config_hash", hash, "revision", want.Revision)
+	w.report(ctx, want, server.Status{State: server.StateApplied, PublicHost: w.r.cfg.PublicHost, AppliedRevision: want.Revision}, nil)
+	return nil
+}
+
+// replace removes whatever runs under the workload's name and starts rs.
+func (w *worker) replace(ctx context.Context, rs runtime.Spec) error {
+	rt := w.r.rt
+	if err := rt.Remove(ctx, w.name); err != nil && !errors.Is(err, errs.NotFound) {
+		return fmt.Errorf("removing old xray: %w", err)
+	}
+	if _, err := rt.Create(ctx, rs); err != nil {
+		return err
+	}
+	return rt.Start(ctx, w.name)
+}
+
+// restore brings back the instance a failed deploy replaced, with its own
+// config (still on disk) and API address; its users are added again.
+func (w *worker) restore(ctx context.Context, prev *instance) {
+	if prev == nil {
+		_ = w.r.rt.Remove(ctx, w.name)
+		w.setInstance(nil)
+		return
+	}
+	image, command, mounts, err := w.r.workloadImage(ctx, w.dir)
+	if err == nil {
+		cfg, berr := xray.BuildConfig(prev.spec)
+		if err = berr; err == nil {
+			err = writeConfig(w.dir, cfg)
+		}
+	}
+	if err == nil {
+		err = saveDeployed(w.deployedPath(), deployed{Spec: prev.spec, Server: prev.server})
+	}
+	if err == nil {
+		err = w.replace(ctx, runtime.Spec{
+			Name: w.name, Image: image, Command: command, Mounts: mounts,
+			Labels: map[string]string{
+				LabelRole: RoleXray, LabelServer: w.id, LabelConfigHash: prev.hash,
+				LabelSpecKey: prev.specKey, LabelAPI: prev.api,
+			},
+			Restart: runtime.RestartPolicy{Name: runtime.RestartAlways},
+		})
+	}
+	if err != nil {
+		w.log.Error("restoring the previous xray", logkey.Err, err)
+		w.setInstance(nil)
+		return
+	}
+	w.log.Warn("previous xray restored after a failed deploy")
+	// The worker finds the new instance (and re-adds users) on its next
+	// instance check.
+	w.r.mu.Lock()
+	w.checkInstance, w.resync = true, true
+	w.r.mu.Unlock()
+}
+
+// waitReady waits until in's API answers and every inbound listens,
+// failing early (with the end of its output) when Xray exits.
+func (w *worker) waitReady(ctx context.Context, in *instance) error {
+	ctx, cancel := context.WithTimeout(ctx, w.r.cfg.ReadyTimeout)
+	defer cancel()
+	if err := w.waitAPI(ctx, in); err != nil {
+		return err
+	}
+	for _, ib := range in.spec.Inbounds {
+		addr := dialAddr(ib).String()
+		if err := poll(ctx, func() error { return dialOnce(ctx, addr) }, w.exited(in)); err != nil {
+			return fmt.Errorf("waiting for inbound %s on %s: %w", ib.Tag, addr, err)
+		}
+	}
+	return nil
+}
+
+func (w *worker) waitAPI(ctx context.Context, in *instance) error {
+	ctx, cancel := context.WithTimeout(ctx, w.r.cfg.ReadyTimeout)
+	defer cancel()
+	if err := poll(ctx, func() error { return in.client.Ping(ctx) }, w.exited(in)); err != nil {
+		return fmt.Errorf("waiting for the xray api on %s: %w", in.api, err)
+	}
+	return nil
+}
+
+// exited returns a check that fails once in's workload no longer runs,
+// with the last lines it wrote.
+func (w *worker) exited(in *instance) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		wl, err := w.r.rt.Inspect(ctx, in.workload)
+		if err != nil || wl.State == runtime.StateRunning {
+			return nil
+		}
+		return errs.New(errs.Invalid, "xray exited with code %d: %s", wl.ExitCode, w.tail(ctx, in.workload))
+	}
+}
+
+// tail returns the last lines a workload wrote, on one line.
+func (w *worker) tail(ctx context.Context, id string) string {
+	s, err := w.r.rt.Logs(ctx, id, runtime.LogOptions{Tail: 5})
+	if err != nil {
+		return "(no output)"
+	}
+	var lines []string
+	for l := range s.C {
+		lines = append(lines, strings.TrimSpace(l.Text))
+	}
+	if len(lines) == 0 {
+		return "(no output)"
+	}
+	return strings.Join(lines, " | ")
+}
+
+// teardown removes the server's workload and files once it is deleted.
+func (w *worker) teardown(ctx context.Context) (bool, error) {
+	if err := w.r.rt.Remove(ctx, w.name); err != nil && !errors.Is(err, errs.NotFound) {
+		return false, fmt.Errorf("removing xray of deleted server: %w", err)
+	}
+	w.setInstance(nil)
+	if err := os.RemoveAll(w.dir); err != nil {
+		w.log.Warn("removing server files", logkey.Err, err)
+	}
+	w.r.mu.Lock()
+	defer w.r.mu.Unlock()
+	if w.want != nil {
+		return false, nil // put back meanwhile: deploy again
+	}
+	delete(w.r.workers, w.id)
+	w.log.Info("server removed")
+	return true, nil
+}
+
+// fail reports that want could not be applied.
+func (w *worker) fail(ctx context.Context, want server.Server, err error) {
+	w.log.Warn("server not applied", "revision", want.Revision, logkey.Err, err)
+	w.report(ctx, want, server.Status{State: server.StateFailed, Reason: err.Error(), AppliedRevision: w.appliedRevision()}, err)
+}
+
+// appliedRevision is the revision of the spec that runs, kept in a
+// failed status so readers know what still serves.
+func (w *worker) appliedRevision() uint64 {
+	if w.cur == nil {
+		return 0
+	}
+	return w.cur.server.Revision
+}
+
+// report records a status and publishes its event, once per outcome. A
+// status that cannot be recorded now (NATS down) is retried by step.
+func (w *worker) report(ctx context.Context, srv server.Server, st server.Status, cause error) {
+	if w.reported.State == st.State && w.reported.Reason == st.Reason && w.reported.AppliedRevision == st.AppliedRevision && w.statusDue == nil {
+		return
+	}
+	st.Time = time.Now().UTC()
+	w.reported = st
+	rep := statusReport{srv: srv, st: st, err: cause}
+	if err := w.record(ctx, rep); err != nil {
+		w.log.Warn("recording server status, will retry", logkey.Err, err)
+	}
+}
+
+// record writes a status and enqueues its event; on failure it is kept
+// for the next step.
+func (w *worker) record(ctx context.Context, rep statusReport) error {
+	if err := w.r.status.SetStatus(ctx, rep.srv, rep.st); err != nil {
+		w.statusDue = &rep
+		return err
+	}
+	w.statusDue = nil
+	payload := event.ServerStatus{
+		Server: w.id, Node: w.r.cfg.Node, Revision: rep.srv.Revision, State: string(rep.st.State),
+		Reason: rep.st.Reason, Fields: errs.FieldsOf(rep.err), Time: rep.st.Time,
+	}
+	typ, id := event.ServerApplied, fmt.Sprintf("%s:%d:applied", w.id, rep.srv.Revision)
+	if rep.st.State == server.StateFailed {
+		sum := sha256.Sum256([]byte(rep.st.Reason))
+		typ, id = event.ServerFailed, fmt.Sprintf("%s:%d:failed:%s", w.id, rep.srv.Revision, hex.EncodeToString(sum[:4]))
+	} else {
+		payload.PublicHost = rep.st.PublicHost
+	}
+	if w.cur != nil {
+		payload.Workload, payload.ConfigHash = w.cur.workload, w.cur.hash
+	}
+	if w.r.emit != nil {
+		if err := w.r.emit(ctx, subject.ServerEvent(w.id), typ, id, payload); err != nil {
+			w.log.Error("buffering server event", logkey.Err, err)
+		}
+	}
+	return nil
+}
+
+// writeConfig stores the config Xray reads, replacing the previous one
+// atomically (a running Xray has read its own already).
+func writeConfig(dir string, cfg []byte) error {
+	cdir := filepath.Join(dir, "config")
+	if err := os.MkdirAll(cdir, 0o700); err != nil {
+		return fmt.Errorf("creating config dir: %w", err)
+	}
+	tmp := filepath.Join(cdir, "config.json.tmp")
+	if err := os.WriteFile(tmp, cfg, 0o600); err != nil {
+		return fmt.Errorf("writing xray config: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(cdir, "config.json")); err != nil {
+		return fmt.Errorf("writing xray config: %w", err)
+	}
+	return nil
+}
