@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
@@ -119,10 +120,12 @@ func handleMsg[T any](ctx context.Context, m jetstream.Msg, log *slog.Logger, op
 	if err != nil {
 		err = errs.Wrap(errs.Invalid, err, "decoding message")
 	} else {
-		hctx, cancel := context.WithTimeout(Extract(context.WithoutCancel(ctx), m.Headers()), opts.Timeout)
+		hctx, span := startSpan(Extract(context.WithoutCancel(ctx), m.Headers()), trace.SpanKindConsumer, "process", meta.Subject)
+		hctx, cancel := context.WithTimeout(hctx, opts.Timeout)
 		hctx = context.WithValue(hctx, metaKey{}, meta)
 		err = h(hctx, v)
 		cancel()
+		endSpan(span, err)
 	}
 
 	var ackErr error

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/event"
@@ -29,12 +30,14 @@ func Publish(ctx context.Context, js jetstream.JetStream, subj, msgID string, v 
 
 // PublishRaw publishes an already-encoded message with the given id and the
 // trace context of ctx.
-func PublishRaw(ctx context.Context, js jetstream.JetStream, m *nats.Msg, msgID string) (*jetstream.PubAck, error) {
+func PublishRaw(ctx context.Context, js jetstream.JetStream, m *nats.Msg, msgID string) (ack *jetstream.PubAck, err error) {
+	ctx, span := startSpan(ctx, trace.SpanKindProducer, "publish", m.Subject)
+	defer func() { endSpan(span, err) }()
 	if m.Header == nil {
 		m.Header = nats.Header{}
 	}
 	Inject(ctx, m.Header)
-	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID))
+	ack, err = js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID))
 	if err != nil {
 		return nil, errs.Wrap(errs.Unavailable, err, "publishing %s to %s", msgID, m.Subject)
 	}

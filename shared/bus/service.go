@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
@@ -40,9 +41,11 @@ func Endpoint[Req, Resp any](base context.Context, log *slog.Logger, timeout tim
 			}
 		}
 		if err == nil {
-			ctx, cancel := context.WithTimeout(Extract(base, nats.Header(r.Headers())), timeout)
+			ctx, span := startSpan(Extract(base, nats.Header(r.Headers())), trace.SpanKindServer, "process", r.Subject())
+			ctx, cancel := context.WithTimeout(ctx, timeout)
 			resp, err = h(ctx, req)
 			cancel()
+			endSpan(span, err)
 		}
 		if err != nil {
 			respondError(r, log, err)
@@ -71,8 +74,9 @@ func respondError(r micro.Request, log *slog.Logger, err error) {
 // remote error comes back as an *errs.Error with its original class and
 // field errors; no responders or a timeout is Unavailable, naming the
 // subject so the caller can say which service is not answering.
-func Request[Resp any](ctx context.Context, nc *nats.Conn, subj string, req any) (Resp, error) {
-	var resp Resp
+func Request[Resp any](ctx context.Context, nc *nats.Conn, subj string, req any) (resp Resp, err error) {
+	ctx, span := startSpan(ctx, trace.SpanKindClient, "request", subj)
+	defer func() { endSpan(span, err) }()
 	data, err := json.Marshal(req)
 	if err != nil {
 		return resp, errs.Wrap(errs.Internal, err, "encoding request to %s", subj)
