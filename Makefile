@@ -38,7 +38,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
 
 ## run: build and start vpnd (embedded NATS, API on http://127.0.0.1:8080, data in ./data)
-run: build
+run: build xray
 	@echo "vpnd: starting; API on http://127.0.0.1:8080 (GET /healthz, /readyz), data in ./data. Ctrl-C stops it."
 	$(BIN)/vpnd $(ARGS)
 

@@ -31,7 +31,7 @@ const (
 func (a *Agent) serveCommands(ctx context.Context) error {
 	srv, err := micro.AddService(a.env.NC, micro.Config{
 		Name:        "vpn-agent",
-		Version:     semver(version.Version),
+		Version:     version.Semver(),
 		Description: "agent of node " + a.node.ID,
 		QueueGroup:  "vpn-agent-" + a.node.ID,
 	})
@@ -59,15 +59,6 @@ func (a *Agent) serveCommands(ctx context.Context) error {
 	err = srv.Stop()
 	follows.Wait()
 	return err
-}
-
-// semver makes a build version acceptable to micro, which insists on
-// semantic versions.
-func semver(v string) string {
-	if v == "" || v == "dev" || v[0] < '0' || v[0] > '9' {
-		return "0.0.0-" + sanitizeToken(v)
-	}
-	return v
 }
 
 func (a *Agent) status(ctx context.Context, _ struct{}) (node.StatusReply, error) {
