@@ -63,6 +63,7 @@ type fleet struct {
 	dataDir string
 	xrayBin string
 	image   string
+	drift   time.Duration // agent's drift interval; 0 keeps the default
 
 	mu        sync.Mutex
 	agent     *agent.Agent
@@ -128,6 +129,9 @@ func (f *fleet) agentConfig() agent.Config {
 	cfg.XrayBin = f.xrayBin
 	cfg.XrayImage = f.image
 	cfg.AllowPrivateNetworks = true // the targets are on loopback
+	if f.drift > 0 {
+		cfg.DriftInterval = f.drift
+	}
 	return cfg
 }
 
@@ -203,15 +207,16 @@ func (f *fleet) removeWorkloads() {
 	}
 }
 
-// runtime opens the node's runtime beside the agent's, to inspect Xray.
-func (f *fleet) openRuntime() runtime.Runtime {
+// agentRuntime is the running agent's runtime, to look at Xray as the agent
+// sees it. (A second process runtime over the same data dir would
+// supervise the same processes: never open one while an agent runs.)
+func (f *fleet) agentRuntime() runtime.Runtime {
 	f.t.Helper()
-	rt, err := agent.OpenRuntime(context.Background(), f.agentConfig(), f.node, f.dataDir, natstest.Logger(f.t))
-	if err != nil {
-		f.t.Fatal(err)
+	a := f.currentAgent()
+	if a == nil {
+		f.t.Fatal("no agent running")
 	}
-	f.t.Cleanup(func() { rt.Close() })
-	return rt
+	return a.Runtime()
 }
 
 // testServer is a desired server with one inbound of each protocol on
@@ -247,6 +252,42 @@ func (f *fleet) testServer(name, dest string) server.Server {
 		Status:    server.Status{State: server.StatePending},
 		CreatedAt: now, UpdatedAt: now,
 	}
+}
+
+// inboundRequests asks for one inbound of each protocol on free loopback
+// ports, REALITY borrowing dest; ports overrides the port of a tag.
+func inboundRequests(t testing.TB, dest string, ports map[string]int) []server.InboundRequest {
+	port := func(tag string) int {
+		if p, ok := ports[tag]; ok {
+			return p
+		}
+		return xraytest.FreePort(t)
+	}
+	return []server.InboundRequest{
+		{Tag: "vless", Protocol: user.VLESSReality, Port: port("vless"), Listen: "127.0.0.1", Dest: dest, ServerNames: []string{sni}},
+		{Tag: "ss", Protocol: user.Shadowsocks2022, Port: port("ss"), Listen: "127.0.0.1", Method: user.SS2022AES128GCM},
+		{Tag: "socks", Protocol: user.SOCKS5, Port: port("socks"), Listen: "127.0.0.1"},
+		{Tag: "http", Protocol: user.HTTP, Port: port("http"), Listen: "127.0.0.1"},
+	}
+}
+
+// createServer creates a server on the fleet's node through the servers
+// registry, which generates its keys.
+func (f *fleet) createServer(name, dest string) server.Server {
+	f.t.Helper()
+	s, err := bus.Request[server.Server](f.ctx(), f.nc, subject.ServersCmd(subject.ServersCreate),
+		server.CreateRequest{Node: f.node, Name: name, Inbounds: inboundRequests(f.t, dest, nil)})
+	if err != nil {
+		f.t.Fatalf("creating server %s: %v", name, err)
+	}
+	return s
+}
+
+// updateServer replaces a server's inbounds through the registry (keys of
+// inbounds with the same tag and protocol are kept).
+func (f *fleet) updateServer(id string, ins []server.InboundRequest) (server.Server, error) {
+	return bus.Request[server.Server](f.ctx(), f.nc, subject.ServersCmd(subject.ServersUpdate),
+		server.UpdateRequest{ID: id, Inbounds: &ins})
 }
 
 // putServer writes a desired server into the servers bucket, as the
@@ -538,4 +579,48 @@ func (f *fleet) waitEvent(id string, typ event.Type) event.Envelope {
 		return fmt.Errorf("no %s event for server %s", typ, id)
 	})
 	return got
+}
+
+// waitEventAt waits for an event of type typ about revision rev of server
+// id (its message id starts with "<id>:<rev>:").
+func (f *fleet) waitEventAt(id string, typ event.Type, rev uint64) event.Envelope {
+	f.t.Helper()
+	var got event.Envelope
+	prefix := fmt.Sprintf("%s:%d:", id, rev)
+	waitfor.Cond(f.t, convergeFor, func() error {
+		for _, e := range f.serverEvents(id) {
+			if e.Type == typ && strings.HasPrefix(e.ID, prefix) {
+				got = e
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s event for revision %d of server %s", typ, rev, id)
+	})
+	return got
+}
+
+func (f *fleet) serverEvents(id string) []event.Envelope {
+	return natstest.Events(f.t, f.js, subject.ServerEvent(id))
+}
+
+func (f *fleet) deleteServerReq(id string) (server.DeleteResponse, error) {
+	return bus.Request[server.DeleteResponse](f.ctx(), f.nc, subject.ServersCmd(subject.ServersDelete), server.DeleteRequest{ID: id})
+}
+
+func (f *fleet) renameServer(id, name string) (server.Server, error) {
+	return bus.Request[server.Server](f.ctx(), f.nc, subject.ServersCmd(subject.ServersUpdate), server.UpdateRequest{ID: id, Name: &name})
+}
+
+// cloneServer deep-copies s.
+func cloneServer(t testing.TB, s server.Server) server.Server {
+	t.Helper()
+	data, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out server.Server
+	if err := json.Unmarshal(data, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -35,9 +35,8 @@ func testEndToEnd(t *testing.T, rt string) {
 	target := xraytest.StartHTTPTarget(t)
 	bin := xraytest.Binary(t)
 
-	srv := f.testServer("edge", dest)
-	rev := f.putServer(srv)
-	applied := f.waitStatus(srv.ID, rev, server.StateApplied)
+	srv := f.createServer("edge", dest)
+	applied := f.waitStatus(srv.ID, srv.Revision, server.StateApplied)
 	if applied.Status.PublicHost != "127.0.0.1" {
 		t.Fatalf("public host %q, want the node's 127.0.0.1", applied.Status.PublicHost)
 	}

@@ -43,12 +43,13 @@ type worker struct {
 	running       *RunningServer      // what Servers reports
 
 	// Owned by the worker goroutine.
-	cur      *instance
-	applied  applied
-	adopted  bool          // adoption was tried
-	failed   string        // spec key whose spec is invalid: not retried until it changes
-	reported server.Status // last status recorded (State, Reason)
-	unsaved  bool          // applied changed since it was saved
+	cur         *instance
+	applied     applied
+	adopted     bool          // adoption was tried
+	failed      string        // spec key whose spec is invalid: not retried until it changes
+	reported    server.Status // last status recorded (State, Reason)
+	reportedKey string        // spec key it was recorded for
+	unsaved     bool          // applied changed since it was saved
 	// statusDue holds a status to record that could not be yet (NATS
 	// down); it is retried with the rest.
 	statusDue *statusReport
@@ -183,6 +184,11 @@ func (w *worker) step(ctx context.Context) (done bool, err error) {
 	if w.cur == nil {
 		return false, nil
 	}
+	if w.cur.specKey == key {
+		// What runs is what is wanted; say so if that is news (a failed
+		// change was taken back, or an adopted Xray is reported).
+		w.report(ctx, *want, server.Status{State: server.StateApplied, PublicHost: w.r.cfg.PublicHost, AppliedRevision: w.cur.server.Revision}, nil)
+	}
 	if check || resync {
 		switch fresh, err := w.inspect(ctx); {
 		case err != nil:
@@ -238,12 +244,6 @@ func (w *worker) adopt(ctx context.Context) {
 		w.applied = st.Users
 	}
 	w.log.Info("adopted running xray", logkey.Workload, wl.Name, "instance", in.id(), "known_users", w.knownCount())
-	w.r.mu.Lock()
-	want := w.want
-	w.r.mu.Unlock()
-	if in.specKey != "" && want != nil && specKey(*want) == in.specKey {
-		w.report(ctx, *want, server.Status{State: server.StateApplied, PublicHost: w.r.cfg.PublicHost, AppliedRevision: in.server.Revision}, nil)
-	}
 }
 
 func (w *worker) knownCount() int {
@@ -656,11 +656,12 @@ func (w *worker) appliedRevision() uint64 {
 // report records a status and publishes its event, once per outcome. A
 // status that cannot be recorded now (NATS down) is retried by step.
 func (w *worker) report(ctx context.Context, srv server.Server, st server.Status, cause error) {
-	if w.reported.State == st.State && w.reported.Reason == st.Reason && w.reported.AppliedRevision == st.AppliedRevision && w.statusDue == nil {
-		return
+	key := specKey(srv)
+	if w.reportedKey == key && w.reported.State == st.State && w.reported.Reason == st.Reason && w.statusDue == nil {
+		return // the same outcome for the same spec (the record's revision moves with every status write)
 	}
 	st.Time = time.Now().UTC()
-	w.reported = st
+	w.reported, w.reportedKey = st, key
 	rep := statusReport{srv: srv, st: st, err: cause}
 	if err := w.record(ctx, rep); err != nil {
 		w.log.Warn("recording server status, will retry", logkey.Err, err)
