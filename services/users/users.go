@@ -3,10 +3,11 @@
 // usage counters, and the desired servers those users connect to. Run is
 // its core, the same in vpn-users and inside vpnd: a NATS micro service on
 // vpn.users.* (see package endpoints), another on vpn.servers.* (the
-// servers registry), a consumer of USAGE that adds traffic to the
-// counters, and an enforcement loop that expires, limits and resets users
-// on time. Every replica runs all four; compare-and-set writes make that
-// safe.
+// servers registry), another on vpn.jobs.* (bulk jobs, see package
+// jobs) with workers on the JOBS work queue, a consumer of USAGE that adds
+// traffic to the counters, and an enforcement loop that expires, limits
+// and resets users on time. Every replica runs all of them; compare-and-set
+// writes make that safe.
 package users
 
 import (
@@ -20,6 +21,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/users/internal/endpoints"
 	"github.com/vpnfleet/vpnfleet/services/users/internal/index"
+	"github.com/vpnfleet/vpnfleet/services/users/internal/jobs"
 	"github.com/vpnfleet/vpnfleet/services/users/internal/registry"
 	"github.com/vpnfleet/vpnfleet/services/users/internal/servers"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
@@ -37,6 +39,9 @@ type Config struct {
 	RequestTimeout  time.Duration `flag:"request-timeout" env:"VPN_USERS_REQUEST_TIMEOUT" help:"time limit of one request to the users service"`
 	EnforceInterval time.Duration `flag:"enforce-interval" env:"VPN_USERS_ENFORCE_INTERVAL" help:"how often expiry, quotas and periodic resets are checked"`
 	NameClaimGrace  time.Duration `flag:"name-claim-grace" env:"VPN_USERS_NAME_CLAIM_GRACE" help:"age after which a name claim left by a crashed create may be taken over; must exceed request-timeout"`
+	JobWorkers      int           `flag:"job-workers" env:"VPN_USERS_JOB_WORKERS" help:"batches of bulk-job items this replica applies at once"`
+	JobBatch        int           `flag:"job-batch" env:"VPN_USERS_JOB_BATCH" help:"items per JOBS message (one atomic write of each kind per batch)"`
+	JobTimeout      time.Duration `flag:"job-timeout" env:"VPN_USERS_JOB_TIMEOUT" help:"time limit of a job create request (validation of the whole input) and of applying one batch"`
 }
 
 // Defaults returns the default configuration.
@@ -45,6 +50,9 @@ func Defaults() Config {
 		RequestTimeout:  10 * time.Second,
 		EnforceInterval: 30 * time.Second,
 		NameClaimGrace:  time.Minute,
+		JobWorkers:      4,
+		JobBatch:        250,
+		JobTimeout:      time.Minute,
 	}
 }
 
@@ -56,6 +64,15 @@ func (c Config) Validate() error {
 	}
 	if c.EnforceInterval <= 0 {
 		fe = append(fe, errs.FieldError{Field: "enforce_interval", Rule: "must be positive"})
+	}
+	if c.JobWorkers < 1 || c.JobWorkers > 64 {
+		fe = append(fe, errs.FieldError{Field: "job_workers", Rule: "must be 1-64"})
+	}
+	if c.JobBatch < 1 || c.JobBatch > registry.MaxBatch {
+		fe = append(fe, errs.FieldError{Field: "job_batch", Rule: fmt.Sprintf("must be 1-%d", registry.MaxBatch)})
+	}
+	if c.JobTimeout <= 0 {
+		fe = append(fe, errs.FieldError{Field: "job_timeout", Rule: "must be positive"})
 	}
 	if c.NameClaimGrace <= c.RequestTimeout {
 		fe = append(fe, errs.FieldError{Field: "name_claim_grace", Rule: "must exceed request_timeout"})
@@ -90,6 +107,13 @@ func run(ctx context.Context, cfg Config, env svc.Env) error {
 	cons, err := env.JS.CreateOrUpdateConsumer(ctx, subject.StreamUsage, subject.UsersUsageConsumer())
 	if err != nil {
 		return errs.Wrap(errs.Unavailable, err, "provisioning consumer %s", subject.ConsumerUsersUsage)
+	}
+	jobsCons, err := env.JS.CreateOrUpdateConsumer(ctx, subject.StreamJobs, subject.UsersJobsConsumer())
+	if err != nil {
+		return errs.Wrap(errs.Unavailable, err, "provisioning consumer %s", subject.ConsumerUsersJobs)
+	}
+	if err := reg.EnableAtomic(ctx); err != nil {
+		return err
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -127,6 +151,30 @@ func run(ctx context.Context, cfg Config, env svc.Env) error {
 		}
 		return nil
 	})
+	jobsLog := env.Log.With(logkey.Component, "jobs")
+	jb, err := jobs.Open(gctx, env.JS, reg, idx, jobsLog, jobs.Options{BatchSize: cfg.JobBatch})
+	if err != nil {
+		cancel()
+		return errors.Join(err, g.Wait())
+	}
+	jobsService, err := endpoints.ServeJobs(gctx, env.NC, jobsLog, jb, cfg.RequestTimeout, cfg.JobTimeout)
+	if err != nil {
+		cancel()
+		return errors.Join(err, g.Wait())
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		if err := jobsService.Stop(); err != nil {
+			return fmt.Errorf("stopping jobs service: %w", err)
+		}
+		return nil
+	})
+	for range cfg.JobWorkers {
+		g.Go(func() error {
+			return bus.Consume(gctx, jobsCons, jobsLog.With(logkey.Consumer, subject.ConsumerUsersJobs),
+				bus.ConsumeOptions{Timeout: cfg.JobTimeout, RetryBase: 50 * time.Millisecond, RetryMax: time.Second}, jb.Apply)
+		})
+	}
 	g.Go(func() error {
 		return bus.Consume(gctx, cons, log.With(logkey.Consumer, subject.ConsumerUsersUsage), bus.ConsumeOptions{},
 			func(ctx context.Context, rec usage.Record) error { return reg.ApplyUsage(ctx, rec) })

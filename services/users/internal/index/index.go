@@ -326,3 +326,32 @@ func isStatus(s user.Status) bool {
 	}
 	return false
 }
+
+// Get returns the user with id, as last seen by the watch.
+func (x *Index) Get(id string) (user.User, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	e, ok := x.byID[id]
+	if !ok {
+		return user.User{}, false
+	}
+	return *e.u, true
+}
+
+// ByName returns the user named name, in any case, as last seen.
+func (x *Index) ByName(name string) (user.User, bool) {
+	lname := strings.ToLower(name)
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var found *user.User
+	x.byName.AscendGreaterOrEqual(&entry{u: &user.User{}, lname: lname}, func(e *entry) bool {
+		if e.lname == lname {
+			found = e.u
+		}
+		return false
+	})
+	if found == nil {
+		return user.User{}, false
+	}
+	return *found, true
+}

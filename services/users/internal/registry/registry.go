@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -79,6 +80,9 @@ type Registry struct {
 	usersStream jetstream.Stream
 	log         *slog.Logger
 	opts        Options
+	// atomicOff is set when the server refused a batch because a stream
+	// does not allow atomic publish; the next bulk write enables it.
+	atomicOff atomic.Bool
 }
 
 // Open binds a registry to the buckets (which must be provisioned).
@@ -252,6 +256,9 @@ func (r *Registry) Create(ctx context.Context, req user.CreateRequest) (user.Use
 	}
 	return u, nil
 }
+
+// NewID returns a new user id (a UUIDv4 from crypto/rand).
+func NewID() (string, error) { return newID() }
 
 func newID() (string, error) {
 	id, err := uuid.NewRandomFromReader(rand.Reader)
