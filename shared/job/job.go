@@ -92,8 +92,9 @@ const (
 	PolicyStop Policy = "stop"
 )
 
-// MaxData is the largest import file a create request may carry.
-const MaxData = 6 << 20
+// MaxData is the largest import file a create request may carry: base64
+// in JSON it stays under the 8 MiB message limit of the embedded server.
+const MaxData = 5 << 20
 
 // MaxGenerate is the most users one generate job creates.
 const MaxGenerate = 100_000

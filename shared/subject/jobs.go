@@ -56,7 +56,11 @@ var AtomicStreams = []string{"KV_" + BucketUsers, "KV_" + BucketUserNames, Strea
 
 // UsersJobsConsumer declares the registry's durable consumer of JOBS,
 // shared by every replica: each batch of items goes to one replica at a
-// time, and to another if that one dies before acknowledging it.
+// time, and to another if that one dies before acknowledging it. A batch
+// takes milliseconds (a few atomic writes), so the ack wait is short: a
+// replica killed mid-batch holds its batches back for seconds, not
+// minutes. A batch still running when it expires is applied twice at
+// once, which its idempotent writes allow.
 func UsersJobsConsumer() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       ConsumerUsersJobs,
@@ -64,7 +68,7 @@ func UsersJobsConsumer() jetstream.ConsumerConfig {
 		FilterSubject: AllJobs,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       time.Minute,
+		AckWait:       5 * time.Second,
 		MaxDeliver:    -1,
 		MaxAckPending: 64,
 	}
