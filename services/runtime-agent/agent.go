@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/hostprobe"
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/meter"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/outbox"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/reconcile"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
@@ -52,6 +53,7 @@ type Config struct {
 	XrayImage            string        `flag:"xray-image" env:"VPN_XRAY_IMAGE" help:"Xray image for docker and containerd (default vpnfleet/xray:<pinned version>)"`
 	AllowPrivateNetworks bool          `flag:"allow-private-networks" env:"VPN_ALLOW_PRIVATE_NETWORKS" help:"let VPN users reach loopback and private addresses through the servers (tests, labs)"`
 	DriftInterval        time.Duration `flag:"drift-interval" env:"VPN_DRIFT_INTERVAL" help:"how often each server's users in Xray are checked against the desired ones"`
+	UsageInterval        time.Duration `flag:"usage-interval" env:"VPN_USAGE_INTERVAL" help:"how often Xray's traffic counters are read into usage records"`
 }
 
 // DefaultConfig returns the agent's defaults.
@@ -63,6 +65,7 @@ func DefaultConfig() Config {
 		StatsInterval:  10 * time.Second,
 		OutboxLimit:    100_000,
 		DriftInterval:  time.Minute,
+		UsageInterval:  10 * time.Second,
 	}
 }
 
@@ -86,6 +89,9 @@ func (c Config) Validate() error {
 	if c.OutboxLimit < 1 {
 		fe = append(fe, errs.FieldError{Field: "outbox_limit", Rule: "must be at least 1"})
 	}
+	if c.UsageInterval < 100*time.Millisecond {
+		fe = append(fe, errs.FieldError{Field: "usage_interval", Rule: "must be at least 100ms"})
+	}
 	if c.DriftInterval < time.Second {
 		fe = append(fe, errs.FieldError{Field: "drift_interval", Rule: "must be at least 1s"})
 	}
@@ -105,6 +111,7 @@ type Agent struct {
 	probe  *hostprobe.Probe
 	node   node.Node
 	rec    *reconcile.Reconciler
+	usage  *usageMeter
 }
 
 // Run opens the runtime and the outbox under env.DataDir and runs the agent
@@ -159,6 +166,12 @@ func New(ctx context.Context, cfg Config, env svc.Env, rt runtime.Runtime) (*Age
 	if v, err := rt.Version(ctx); err == nil {
 		a.node.RuntimeVersion = v
 	}
+	m, err := meter.Open(filepath.Join(env.DataDir, "meter"), id, ob, log)
+	if err != nil {
+		rt.Close()
+		return nil, err
+	}
+	a.usage = &usageMeter{m: m, log: log}
 	if a.rec, err = a.newReconciler(); err != nil {
 		rt.Close()
 		return nil, err
@@ -185,7 +198,7 @@ func (a *Agent) newReconciler() (*reconcile.Reconciler, error) {
 	return reconcile.New(reconcile.Config{
 		Node: a.node.ID, Groups: a.cfg.Groups, PublicHost: a.node.PublicAddr, DataDir: dir,
 		XrayBin: bin, XrayImage: image, AllowPrivateNetworks: a.cfg.AllowPrivateNetworks,
-		DriftInterval: a.cfg.DriftInterval, Log: a.log,
+		DriftInterval: a.cfg.DriftInterval, Retiring: a.usage.retiring, Log: a.log,
 	}, a.rt, reconcile.KVStatus{JS: a.env.JS}, a.enqueueEvent)
 }
 
@@ -244,6 +257,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.rec.WatchServers(gctx, a.env.JS) })
 	g.Go(func() error { return a.rec.WatchUsers(gctx, a.env.JS) })
 	g.Go(func() error { return a.rec.FollowRuntime(gctx) })
+	g.Go(func() error { return a.usage.run(gctx, a.cfg.UsageInterval, a.rec.Servers) })
 	if err := a.announce(); err != nil {
 		a.log.Warn("announcing node", logkey.Err, err)
 	}

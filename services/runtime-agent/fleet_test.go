@@ -64,6 +64,7 @@ type fleet struct {
 	xrayBin string
 	image   string
 	drift   time.Duration // agent's drift interval; 0 keeps the default
+	usage   time.Duration // agent's usage interval; 0 keeps the default
 
 	mu        sync.Mutex
 	agent     *agent.Agent
@@ -131,6 +132,9 @@ func (f *fleet) agentConfig() agent.Config {
 	cfg.AllowPrivateNetworks = true // the targets are on loopback
 	if f.drift > 0 {
 		cfg.DriftInterval = f.drift
+	}
+	if f.usage > 0 {
+		cfg.UsageInterval = f.usage
 	}
 	return cfg
 }

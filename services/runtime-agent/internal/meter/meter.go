@@ -188,6 +188,18 @@ func (m *Meter) requeue() error {
 	return nil
 }
 
+// ObserveOne records one instance's reading, leaving every other instance
+// as it was: the reading an Xray gets just before it is removed.
+func (m *Meter) ObserveOne(r Reading) (usage.Record, error) {
+	readings := []Reading{r}
+	for inst := range m.st.Instances {
+		if inst != r.Instance {
+			readings = append(readings, Reading{Instance: inst})
+		}
+	}
+	return m.Observe(readings)
+}
+
 // since is the growth of a cumulative counter; a counter below its last
 // value was reset (Xray restarted under the same identity), so all of it
 // is new.

@@ -162,3 +162,25 @@ func TestFailedQueueIsRetriedBeforeTheNextRound(t *testing.T) {
 		t.Fatalf("total %v, want {1 1}", got)
 	}
 }
+
+func TestObserveOneKeepsTheOthers(t *testing.T) {
+	s := &sink{}
+	m := open(t, t.TempDir(), s)
+	if _, err := m.Observe([]Reading{
+		{Instance: "x", Counters: map[string]Counter{"a": {1, 1}}},
+		{Instance: "y", Counters: map[string]Counter{"b": {2, 2}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.ObserveOne(Reading{Instance: "x", Counters: map[string]Counter{"a": {5, 5}}}); err != nil {
+		t.Fatal(err)
+	}
+	// y was not read by ObserveOne: its next reading counts from {2 2}.
+	if _, err := m.Observe([]Reading{{Instance: "y", Counters: map[string]Counter{"b": {3, 3}}}}); err != nil {
+		t.Fatal(err)
+	}
+	got := totals(s.records(t))
+	if got["a"] != (Counter{5, 5}) || got["b"] != (Counter{3, 3}) {
+		t.Fatalf("totals %v", got)
+	}
+}

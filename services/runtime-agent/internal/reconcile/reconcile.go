@@ -102,7 +102,11 @@ type Config struct {
 	// MaxBackoff caps the delay between retries of a failed apply
 	// (default 30s).
 	MaxBackoff time.Duration
-	Log        *slog.Logger
+	// Retiring, when set, is called with a running Xray just before the
+	// reconciler removes it (its server changed or was deleted), while its
+	// traffic counters can still be read.
+	Retiring func(ctx context.Context, s RunningServer)
+	Log      *slog.Logger
 }
 
 func (c *Config) defaults() {

@@ -512,9 +512,17 @@ func (w *worker) deploy(ctx context.Context, want server.Server, key string) err
 	return nil
 }
 
+// retire tells the Retiring hook that the running instance is about to go.
+func (w *worker) retire(ctx context.Context) {
+	if w.cur != nil && w.r.cfg.Retiring != nil {
+		w.r.cfg.Retiring(ctx, RunningServer{ServerID: w.id, Workload: w.cur.workload, Instance: w.cur.id(), Client: w.cur.client})
+	}
+}
+
 // replace removes whatever runs under the workload's name and starts rs.
 func (w *worker) replace(ctx context.Context, rs runtime.Spec) error {
 	rt := w.r.rt
+	w.retire(ctx)
 	if err := rt.Remove(ctx, w.name); err != nil && !errors.Is(err, errs.NotFound) {
 		return fmt.Errorf("removing old xray: %w", err)
 	}
@@ -621,6 +629,7 @@ func (w *worker) tail(ctx context.Context, id string) string {
 
 // teardown removes the server's workload and files once it is deleted.
 func (w *worker) teardown(ctx context.Context) (bool, error) {
+	w.retire(ctx)
 	if err := w.r.rt.Remove(ctx, w.name); err != nil && !errors.Is(err, errs.NotFound) {
 		return false, fmt.Errorf("removing xray of deleted server: %w", err)
 	}
