@@ -82,6 +82,7 @@ func Streams(replicas int) []jetstream.StreamConfig {
 			Duplicates:  time.Minute,
 			Replicas:    replicas,
 		},
+		historyFineStream(replicas), historyCoarseStream(replicas),
 	}
 }
 
@@ -96,6 +97,7 @@ func Buckets(replicas int) []jetstream.KeyValueConfig {
 		{Bucket: BucketUserIdempotency, Description: "hashed create idempotency key -> user id, kept a day", History: 1, TTL: UserIdempotencyTTL, Storage: jetstream.FileStorage, Replicas: replicas},
 		tokensBucket(replicas),
 		subTokensBucket(replicas),
+		nodeHealthBucket(replicas), alertsBucket(replicas), healthLeaseBucket(replicas),
 	}
 }
 

@@ -1,8 +1,10 @@
-// Command vpn-health runs the health and stats collector.
+// Command vpn-health runs the health service: node health, stats history,
+// alert rules, notifiers and the Prometheus view of the fleet.
 package main
 
 import (
 	"context"
+	"errors"
 	"io"
 
 	"github.com/vpnfleet/vpnfleet/services/health"
@@ -12,16 +14,25 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/version"
 )
 
-type cfg struct{ Svc svc.Config }
+type cfg struct {
+	Svc    svc.Config
+	Health health.Config
+}
 
-func (c *cfg) Validate() error { return c.Svc.Validate() }
+func (c *cfg) Validate() error { return errors.Join(c.Svc.Validate(), c.Health.Validate()) }
 
 func main() { lifecycle.Main("vpn-health", run) }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	c := cfg{Svc: svc.Defaults("127.0.0.1:9103")}
+	c := cfg{Svc: svc.Defaults("127.0.0.1:9103"), Health: health.Defaults()}
 	if err := config.Load("vpn-health", &c, args, getenv, stdout); err != nil {
 		return err
 	}
-	return svc.Standalone(ctx, "vpn-health", version.Version, c.Svc, stdout, health.Run)
+	// Refuse a bad rules file before dialing anything.
+	if _, err := health.LoadRules(c.Health.RulesFile); err != nil {
+		return err
+	}
+	return svc.Standalone(ctx, "vpn-health", version.Version, c.Svc, stdout, func(ctx context.Context, env svc.Env) error {
+		return health.Run(ctx, c.Health, env)
+	})
 }
