@@ -54,6 +54,15 @@ func TestProvisionIsIdempotentAndDurable(t *testing.T) {
 			t.Errorf("stream %s is not file-backed", cfg.Name)
 		}
 	}
+	for _, name := range subject.AtomicBatchStreams() {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !st.CachedInfo().Config.AllowAtomicPublish {
+			t.Errorf("stream %s does not allow atomic batch publish", name)
+		}
+	}
 	kv, err = js.KeyValue(ctx, subject.BucketUsers)
 	if err != nil {
 		t.Fatal(err)
