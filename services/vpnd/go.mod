@@ -15,8 +15,8 @@ replace github.com/vpnfleet/vpnfleet/services/runtime-agent => ../runtime-agent
 require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/vpnfleet/vpnfleet/services/gateway v0.0.0-00010101000000-000000000000
-	github.com/vpnfleet/vpnfleet/services/users v0.0.0-00010101000000-000000000000
 	github.com/vpnfleet/vpnfleet/services/runtime-agent v0.0.0-00010101000000-000000000000
+	github.com/vpnfleet/vpnfleet/services/users v0.0.0-00010101000000-000000000000
 	github.com/vpnfleet/vpnfleet/shared v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
@@ -57,6 +57,7 @@ require (
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
+	github.com/vpnfleet/vpnfleet/services/health v0.0.0-00010101000000-000000000000
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.71.0 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect

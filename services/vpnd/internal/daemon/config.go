@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vpnfleet/vpnfleet/services/health"
 	agent "github.com/vpnfleet/vpnfleet/services/runtime-agent"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 )
@@ -26,6 +27,8 @@ type Config struct {
 	// Agent is the local agent, which makes this host a node of the fleet.
 	Agent     bool         `flag:"agent" env:"VPN_AGENT" help:"run a local agent so this host serves VPN users too"`
 	AgentNode agent.Config // its flags: --node-id, --runtime, --public-addr, ...
+	// Health is the health core: node health, alert rules, notifiers.
+	Health health.Config // its flags: --alert-rules, --node-down-after, ...
 }
 
 // Defaults returns vpnd's defaults: data in ./data, the API on
@@ -39,6 +42,7 @@ func Defaults() Config {
 		LogLevel:   "info",
 		Agent:      true,
 		AgentNode:  localAgentDefaults(),
+		Health:     health.Defaults(),
 	}
 }
 
@@ -62,6 +66,9 @@ func (c *Config) Validate() error {
 		fe = append(fe, errs.FieldError{Field: "replicas", Rule: "must be 1 with the embedded NATS server (use --nats-url for a cluster)"})
 	}
 	if err := errs.Fields(fe...); err != nil {
+		return err
+	}
+	if err := c.Health.Validate(); err != nil {
 		return err
 	}
 	if c.Agent {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vpnfleet/vpnfleet/services/gateway"
+	"github.com/vpnfleet/vpnfleet/services/health"
 	agent "github.com/vpnfleet/vpnfleet/services/runtime-agent"
 	"github.com/vpnfleet/vpnfleet/services/users"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
@@ -92,6 +93,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	context.AfterFunc(gctx, gw.Close)
 	g.Go(func() error { return svc.ServeHTTP(gctx, l, gw.Handler(), log) })
 	g.Go(func() error { return users.Run(gctx, users.Defaults(), env) })
+	g.Go(func() error { return health.Run(gctx, cfg.Health, env) })
 	if cfg.Agent {
 		agentEnv := env
 		agentEnv.DataDir = filepath.Join(dataDir, "agent")
