@@ -44,6 +44,14 @@ var rules = map[string]string{
 	"POST /api/v1/servers/{server}/restart":         "operator",
 	"GET /api/v1/servers/{server}/logs":             "operator",
 	"GET /api/v1/events":                            "viewer",
+	"GET /api/v1/jobs":                              "viewer",
+	"POST /api/v1/jobs":                             "operator",
+	"GET /api/v1/jobs/{job}":                        "viewer",
+	"POST /api/v1/jobs/{job}/cancel":                "operator",
+	"POST /api/v1/jobs/{job}/pause":                 "operator",
+	"POST /api/v1/jobs/{job}/resume":                "operator",
+	"POST /api/v1/jobs/{job}/rollback":              "operator",
+	"GET /api/v1/jobs/{job}/events":                 "viewer",
 	"GET /api/v1/tokens":                            "admin",
 	"POST /api/v1/tokens":                           "admin",
 	"DELETE /api/v1/tokens/{id}":                    "admin",
@@ -55,7 +63,7 @@ var rank = map[string]int{"public": 0, "viewer": 1, "operator": 2, "admin": 3}
 func concrete(pattern string) (method, path string) {
 	method, path, _ = strings.Cut(pattern, " ")
 	return method, strings.NewReplacer("{user}", "walker", "{node}", "node-1", "{server}", "srv-none",
-		"{id}", "000000000000", "{token}", "no-such-token").Replace(path)
+		"{id}", "000000000000", "{token}", "no-such-token", "{job}", "nosuchjob").Replace(path)
 }
 
 // status sends one request and returns its status as soon as the headers

@@ -188,6 +188,7 @@ var pathRules = map[string]func(string) bool{
 	"user":   subject.ValidToken,
 	"node":   subject.ValidToken,
 	"server": subject.ValidToken,
+	"job":    subject.ValidToken,
 	"id":     auth.ValidID,
 }
 

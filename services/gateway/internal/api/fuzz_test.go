@@ -93,10 +93,52 @@ func FuzzDecodeCreateToken(f *testing.F) {
 	})
 }
 
+func FuzzDecodeJob(f *testing.F) {
+	for _, s := range []string{
+		`{"kind":"import","data":"bmFtZQphbGljZQo=","format":"csv","dry_run":true}`,
+		`{"kind":"disable","filter":{"status":"active","name_prefix":"eu-"}}`,
+		`{"kind":"extend","extend_by":"30d","filter":{"expires_before":"2030-01-01T00:00:00Z"}}`,
+		`{"kind":"set_limit","traffic_limit_bytes":0,"filter":{"usage_above":1}}`,
+		`{"kind":"move","nodes":["fra-1"],"filter":{"node":"n.>"}}`,
+		`{"kind":"generate","count":5,"name_prefix":"g","template":{"protocols":["socks5"]}}`,
+		`{"kind":"explode"}`, `{"kind":"import","data":"***"}`, `{"filter":[]}`, `{"kind":"import","policy":"maybe"}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		v, err := DecodeJobJSON(strings.NewReader(body), "application/json", 1<<16)
+		checkDecoded(t, v, err, ValidateJob)
+	})
+}
+
+func FuzzDecodeJobForm(f *testing.F) {
+	part := func(name, value string) string {
+		return "--B\r\nContent-Disposition: form-data; name=\"" + name + "\"\r\n\r\n" + value + "\r\n"
+	}
+	file := "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"u.csv\"\r\nContent-Type: text/csv\r\n\r\nname\nalice\n\r\n"
+	for _, s := range []string{
+		file + "--B--\r\n",
+		part("dry_run", "true") + part("format", "csv") + file + "--B--\r\n",
+		part("kind", "disable") + file + "--B--\r\n",
+		part("skip_invalid", "yes") + file + "--B--\r\n",
+		file + file + "--B--\r\n",
+		part("x", "1") + "--B--\r\n",
+		"--B\r\n", "", "--B--",
+	} {
+		f.Add(s, "multipart/form-data; boundary=B")
+	}
+	f.Add(file, "multipart/form-data")
+	f.Fuzz(func(t *testing.T, body, ct string) {
+		v, err := DecodeJobForm(strings.NewReader(body), ct)
+		checkDecoded(t, v, err, ValidateJob)
+	})
+}
+
 func FuzzQueries(f *testing.F) {
 	for _, s := range []string{
 		"limit=10&sort=-name&status=active", "cursor=abc&name_prefix=al", "limit=0", "limit=99999999999999999999",
 		"status=x&protocol=y&sort=z", "node=a.b", "kind=user,audit&since=5", "kind=&since=-1", "%zz",
+		"state=running&limit=10", "state=sleeping&limit=501",
 	} {
 		f.Add(s)
 	}
@@ -106,6 +148,9 @@ func FuzzQueries(f *testing.F) {
 			return
 		}
 		if _, err := ListQuery(q); err != nil {
+			checkDecoded(t, 0, err, func(int) error { return nil })
+		}
+		if _, err := JobsQuery(q); err != nil {
 			checkDecoded(t, 0, err, func(int) error { return nil })
 		}
 		r := httptest.NewRequest(http.MethodGet, "/api/v1/events", nil)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/auth"
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/openapi"
+	"github.com/vpnfleet/vpnfleet/shared/job"
 	"github.com/vpnfleet/vpnfleet/shared/node"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
@@ -31,6 +32,10 @@ func (s *Server) table() []Route {
 		{Name: "sort", Description: "order of the page", Enum: []string{"name", "-name", "created_at", "-created_at"}},
 		{Name: "cursor", Description: "next_cursor of the previous page"},
 		{Name: "limit", Description: "page size, 1-1000 (default 100)", Type: "integer"},
+	}
+	jobsQuery := []openapi.Param{
+		{Name: "state", Description: "only jobs in this state", Enum: enum(jobStates)},
+		{Name: "limit", Description: "at most this many, 1-500 (default 50)", Type: "integer"},
 	}
 	healthyQuery := []openapi.Param{{Name: "all", Description: "include nodes that are not healthy", Type: "boolean"}}
 
@@ -80,6 +85,24 @@ func (s *Server) table() []Route {
 			[]openapi.Param{{Name: "tail", Type: "integer", Description: "last N lines, 0-10000 (default 200)"}, {Name: "follow", Type: "boolean"}, {Name: "timestamps", Type: "boolean"}}),
 			Need: auth.Operator, h: s.serverLogs},
 
+		// Bulk jobs: reading them is harmless (counters, failures by user
+		// name, no credentials), so viewers may watch; every change needs
+		// an operator.
+		{Operation: withQuery(withResp(op("GET", v1+"/jobs", "jobs.list", "jobs", "bulk jobs, newest first"), job.ListResponse{}), jobsQuery), Need: auth.Viewer, h: s.listJobs},
+		{Operation: withForm(withOther(withStatus(withReq(withResp(op("POST", v1+"/jobs", "jobs.create", "jobs",
+			"start a bulk job (import, generate, change by filter): JSON, or multipart/form-data with the file to import; dry_run answers the report (200) and creates nothing"),
+			job.CreateResponse{}), job.CreateRequest{}), http.StatusAccepted), map[int]string{http.StatusOK: "dry run: the report, no job"}), jobForm),
+			Need: auth.Operator, h: s.createJob},
+		{Operation: withResp(op("GET", v1+"/jobs/{job}", "jobs.get", "jobs", "a job: state, counters, rate, ETA, failures"), job.Job{}), Need: auth.Viewer, h: s.getJob},
+		{Operation: withResp(op("POST", v1+"/jobs/{job}/cancel", "jobs.cancel", "jobs", "stop a running or paused job; items not applied are skipped"), job.Job{}), Need: auth.Operator, h: s.jobControl(subject.JobsCancel)},
+		{Operation: withResp(op("POST", v1+"/jobs/{job}/pause", "jobs.pause", "jobs", "hold a running job's items until resume"), job.Job{}), Need: auth.Operator, h: s.jobControl(subject.JobsPause)},
+		{Operation: withResp(op("POST", v1+"/jobs/{job}/resume", "jobs.resume", "jobs", "let a paused job go on"), job.Job{}), Need: auth.Operator, h: s.jobControl(subject.JobsResume)},
+		{Operation: withStatus(withResp(op("POST", v1+"/jobs/{job}/rollback", "jobs.rollback", "jobs", "start the job that undoes a finished job (the same rollback when asked again)"), job.Job{}), http.StatusAccepted), Need: auth.Operator, h: s.jobControl(subject.JobsRollback)},
+		{Operation: withQuery(withType(op("GET", v1+"/jobs/{job}/events", "jobs.events", "jobs",
+			"a job's progress as Server-Sent Events: its last event at once, then each new one; ends after job.finished.v1; resume with Last-Event-ID (204 when nothing follows)"), "text/event-stream"),
+			[]openapi.Param{{Name: "since", Type: "integer", Description: "stream sequence to resume after, like Last-Event-ID"}}),
+			Need: auth.Viewer, h: s.jobEvents},
+
 		// Events.
 		{Operation: withQuery(withType(op("GET", v1+"/events", "events.stream", "events", "domain events as Server-Sent Events; id is the EVENTS stream sequence, resume with Last-Event-ID"), "text/event-stream"),
 			[]openapi.Param{{Name: "kind", Description: "comma-separated event kinds: " + joinKinds()}, {Name: "since", Type: "integer", Description: "stream sequence to resume after, like Last-Event-ID (0: from the oldest event kept)"}}),
@@ -98,7 +121,12 @@ func withType(o openapi.Operation, ct string) openapi.Operation {
 	o.ContentType = ct
 	return o
 }
-func withStatus(o openapi.Operation, st int) openapi.Operation { o.Status = st; return o }
+func withOther(o openapi.Operation, other map[int]string) openapi.Operation {
+	o.Other = other
+	return o
+}
+func withForm(o openapi.Operation, f *openapi.Form) openapi.Operation { o.Form = f; return o }
+func withStatus(o openapi.Operation, st int) openapi.Operation        { o.Status = st; return o }
 func withQuery(o openapi.Operation, q []openapi.Param) openapi.Operation {
 	o.Query = q
 	return o

@@ -42,6 +42,19 @@ type Operation struct {
 	Response    any
 	ContentType string
 	Status      int
+	// Other lists further success statuses and what they mean (a dry run
+	// answered 200 where a created job is 202).
+	Other map[int]string
+	// Form describes a multipart/form-data body the route takes besides
+	// JSON.
+	Form *Form
+}
+
+// Form is a multipart/form-data body: one file part and text fields.
+type Form struct {
+	File        string
+	Description string
+	Fields      []Param
 }
 
 // Doc is a built document; it marshals to JSON.
@@ -134,10 +147,11 @@ func (g *gen) operation(op Operation) map[string]any {
 		o["parameters"] = params
 	}
 	if op.Request != nil {
-		o["requestBody"] = map[string]any{
-			"required": true,
-			"content":  map[string]any{"application/json": map[string]any{"schema": g.schema(reflect.TypeOf(op.Request))}},
+		content := map[string]any{"application/json": map[string]any{"schema": g.schema(reflect.TypeOf(op.Request))}}
+		if op.Form != nil {
+			content["multipart/form-data"] = map[string]any{"schema": formSchema(op.Form)}
 		}
+		o["requestBody"] = map[string]any{"required": true, "content": content}
 	}
 	status := op.Status
 	if status == 0 {
@@ -151,6 +165,13 @@ func (g *gen) operation(op Operation) map[string]any {
 		ok["content"] = map[string]any{"application/json": map[string]any{"schema": g.schema(reflect.TypeOf(op.Response))}}
 	}
 	responses := map[string]any{itoa(status): ok, "default": map[string]any{"$ref": "#/components/responses/Problem"}}
+	for st, desc := range op.Other {
+		other := map[string]any{"description": desc}
+		if c, has := ok["content"]; has {
+			other["content"] = c
+		}
+		responses[itoa(st)] = other
+	}
 	if op.Role != "" {
 		o["security"] = []any{map[string]any{"bearer": []string{}}}
 		o["x-required-role"] = op.Role
@@ -161,6 +182,23 @@ func (g *gen) operation(op Operation) map[string]any {
 	}
 	o["responses"] = responses
 	return o
+}
+
+// formSchema is the schema of a multipart/form-data body.
+func formSchema(f *Form) map[string]any {
+	props := map[string]any{f.File: map[string]any{"type": "string", "format": "binary", "description": f.Description}}
+	for _, p := range f.Fields {
+		typ := p.Type
+		if typ == "" {
+			typ = "string"
+		}
+		s := map[string]any{"type": typ, "description": p.Description}
+		if len(p.Enum) > 0 {
+			s["enum"] = p.Enum
+		}
+		props[p.Name] = s
+	}
+	return map[string]any{"type": "object", "required": []string{f.File}, "properties": props, "additionalProperties": false}
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }

@@ -42,6 +42,11 @@ const (
 	CodeRouteNotFound    = "route_not_found"
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeNotAcceptable    = "not_acceptable"
+	// Bulk jobs.
+	CodeMalformedForm        = "malformed_form"
+	CodeFileTooLarge         = "file_too_large"
+	CodeInvalidRecords       = "invalid_records"
+	CodeFilterMatchesNothing = "filter_matches_nothing"
 )
 
 // Codes lists every code a problem may carry, for the API description.
@@ -51,7 +56,7 @@ var Codes = []string{
 	CodeMalformedJSON, CodeUnknownField, CodeWrongType, CodeEmptyBody, CodeBodyTooLarge,
 	CodeUnsupportedMedia, CodeInvalidPath, CodeInvalidQuery, CodeTokenMissing, CodeTokenInvalid,
 	CodeTokenRevoked, CodeTokenExpired, CodeRateLimited, CodeRouteNotFound, CodeMethodNotAllowed,
-	CodeNotAcceptable,
+	CodeNotAcceptable, CodeMalformedForm, CodeFileTooLarge, CodeInvalidRecords, CodeFilterMatchesNothing,
 }
 
 // Problem is one problem document. It is an error too, so handlers return

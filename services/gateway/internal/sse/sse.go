@@ -31,6 +31,15 @@ type Options struct {
 	// holds only events published from now on.
 	Resume bool
 	After  uint64
+	// Subjects, when set, replace Kinds: the stream holds the events on
+	// these subjects only (one job's, say).
+	Subjects []string
+	// Last starts a stream that does not resume with the last event kept
+	// on its subjects, so a client sees the current state at once.
+	Last bool
+	// EndAfter ends the stream after an event of this type (a job's
+	// job.finished.v1: nothing follows it).
+	EndAfter event.Type
 	// Ping is how often a comment line keeps idle connections open.
 	Ping time.Duration
 }
@@ -42,8 +51,14 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.Con
 	for _, k := range o.Kinds {
 		cfg.FilterSubjects = append(cfg.FilterSubjects, subject.EventsOfKind(k))
 	}
+	if len(o.Subjects) > 0 {
+		cfg.FilterSubjects = o.Subjects
+	}
 	if len(cfg.FilterSubjects) == 0 {
 		cfg.FilterSubjects = []string{subject.AllEvents}
+	}
+	if o.Last {
+		cfg.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy
 	}
 	if o.Resume {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
@@ -108,6 +123,10 @@ func Serve(ctx context.Context, w http.ResponseWriter, c jetstream.Consumer, o O
 			Format(&buf, m)
 			if _, err := w.Write(buf.Bytes()); err != nil {
 				return nil // the client went away
+			}
+			if o.EndAfter != "" && m.Headers().Get(event.Header) == string(o.EndAfter) {
+				fl.Flush()
+				return nil
 			}
 		}
 		fl.Flush()
