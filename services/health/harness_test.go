@@ -60,7 +60,7 @@ type running struct {
 
 // startHealth runs health.Run on its own connection until the test ends
 // (or stop is called) and fails the test if Run fails.
-func startHealth(t *testing.T, ns *natstest.Server, cfg health.Config) *running {
+func startHealth(t testing.TB, ns *natstest.Server, cfg health.Config) *running {
 	t.Helper()
 	nc := ns.Conn()
 	js, err := jetstream.New(nc)

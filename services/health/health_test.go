@@ -70,7 +70,8 @@ func TestFleetHealthWithRealAgent(t *testing.T) {
 		*outage = time.Minute
 	}
 	ns := natstest.Start(t)
-	ctx := ctxT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), *outage+2*time.Minute)
+	t.Cleanup(cancel)
 	rcv := newReceiver(t, "s3cret")
 	rules := filepath.Join(t.TempDir(), "rules.toml")
 	if err := os.WriteFile(rules, fmt.Appendf(nil, rulesForTest, rcv.URL()), 0o600); err != nil {
