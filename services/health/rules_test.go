@@ -1,14 +1,20 @@
 package health_test
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vpnfleet/vpnfleet/services/health"
+	"github.com/vpnfleet/vpnfleet/services/health/internal/alert"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/event"
+	"github.com/vpnfleet/vpnfleet/shared/job"
+	"github.com/vpnfleet/vpnfleet/shared/user"
 )
 
 func TestBuiltInRulesAreValid(t *testing.T) {
@@ -142,5 +148,30 @@ func TestConfigValidate(t *testing.T) {
 		if !found {
 			t.Errorf("no error for %s in %v", f, err)
 		}
+	}
+}
+
+// TestBuiltInEventRulesMatchRealPayloads feeds the built-in event rules the
+// payloads their publishers send.
+func TestBuiltInEventRulesMatchRealPayloads(t *testing.T) {
+	f, err := health.LoadRules("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := alert.NewEvaluator(f.Rules)
+	now := time.Now()
+	failed, _ := json.Marshal(job.Event{Job: job.Job{ID: "j1", State: job.StateFailed}})
+	done, _ := json.Marshal(job.Event{Job: job.Job{ID: "j2", State: job.StateCompleted}})
+	limited, _ := json.Marshal(user.Event{User: user.User{ID: "u1", Name: "ann", Status: user.StatusLimited}, PreviousStatus: user.StatusActive})
+	if got := e.Event(now, event.JobFinished, done); len(got) != 0 {
+		t.Fatalf("completed job fired %+v", got)
+	}
+	got := e.Event(now, event.JobFinished, failed)
+	if len(got) != 1 || got[0].Rule != "JobFailed" || got[0].Summary != "job j1 failed" {
+		t.Fatalf("failed job: %+v", got)
+	}
+	got = e.Event(now, event.UserStatusChanged, limited)
+	if len(got) != 1 || got[0].Rule != "UserTrafficLimit" || got[0].Labels["user_name"] != "ann" {
+		t.Fatalf("limited user: %+v", got)
 	}
 }
