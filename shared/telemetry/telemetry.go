@@ -22,7 +22,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
@@ -52,16 +51,15 @@ func MetricsHandler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 }
 
-// Tracing installs the global tracer provider and the W3C trace-context
-// propagator. With an empty endpoint it installs a no-op provider; with one
-// it exports spans over OTLP/HTTP. The returned func flushes and stops the
-// exporter.
+// Tracing installs the W3C trace-context propagator and, with an endpoint,
+// a global tracer provider exporting spans over OTLP/HTTP. With an empty
+// endpoint it leaves the global provider alone: by default that is a no-op
+// that costs nothing (and a test may have installed an in-memory one). The
+// returned func flushes and stops the exporter.
 func Tracing(ctx context.Context, endpoint, service, version string) (trace.TracerProvider, func(context.Context) error, error) {
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	if endpoint == "" {
-		tp := noop.NewTracerProvider()
-		otel.SetTracerProvider(tp)
-		return tp, func(context.Context) error { return nil }, nil
+		return otel.GetTracerProvider(), func(context.Context) error { return nil }, nil
 	}
 	opts := []otlptracehttp.Option{}
 	if strings.HasPrefix(endpoint, "http://") || strings.HasPrefix(endpoint, "https://") {

@@ -124,6 +124,11 @@ type User struct {
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 	Revision  uint64    `json:"revision"`
+
+	// TraceParent is the W3C traceparent of the request that last changed
+	// the record. KV entries carry no headers, so this is how an agent
+	// applying the change continues the request's trace. Not desired state.
+	TraceParent string `json:"trace_parent,omitempty"`
 }
 
 // Has reports whether u may connect with p.

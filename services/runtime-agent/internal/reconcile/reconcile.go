@@ -164,8 +164,11 @@ type Reconciler struct {
 	emit   Emit
 	log    *slog.Logger
 
-	mu           sync.Mutex
-	users        map[string]*member
+	mu    sync.Mutex
+	users map[string]*member
+	// traces holds, per user, the traceparent of its latest change, so
+	// applying it continues the trace of the request that made it.
+	traces       map[string]string
 	usersLoaded  bool
 	serversReady bool
 	workers      map[string]*worker
@@ -199,6 +202,7 @@ func New(cfg Config, rt runtime.Runtime, status StatusStore, emit Emit) (*Reconc
 		cfg: cfg, rt: rt, status: status, emit: emit,
 		log:     cfg.Log.With(logkey.Component, "reconcile"),
 		users:   map[string]*member{},
+		traces:  map[string]string{},
 		workers: map[string]*worker{},
 		spawn:   make(chan struct{}, 1),
 		loaded:  make(chan struct{}),
@@ -308,6 +312,11 @@ func (r *Reconciler) PutUser(u user.User) {
 	default:
 		r.users[u.ID] = m
 	}
+	if u.TraceParent != "" {
+		r.traces[u.ID] = u.TraceParent
+	} else {
+		delete(r.traces, u.ID)
+	}
 	r.dirtyLocked(u.ID)
 }
 
@@ -315,6 +324,7 @@ func (r *Reconciler) PutUser(u user.User) {
 func (r *Reconciler) DeleteUser(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	delete(r.traces, id)
 	if _, ok := r.users[id]; ok {
 		delete(r.users, id)
 		r.dirtyLocked(id)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel/codes"
 
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
@@ -346,7 +347,16 @@ func (w *worker) syncSome(ctx context.Context, ids map[string]struct{}) error {
 	if w.applied == nil {
 		w.applied = applied{}
 	}
-	return w.apply(ctx, w.r.desiredOn(w.cur.spec, ids), ids)
+	spans := w.r.traceApply(ctx, w.id, ids)
+	err := w.apply(ctx, w.r.desiredOn(w.cur.spec, ids), ids)
+	for _, sp := range spans {
+		if err != nil {
+			sp.RecordError(err)
+			sp.SetStatus(codes.Error, err.Error())
+		}
+		sp.End()
+	}
+	return err
 }
 
 // apply makes Xray hold desired, for the users in only (every user when

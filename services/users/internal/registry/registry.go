@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -227,6 +229,7 @@ func (r *Registry) Create(ctx context.Context, req user.CreateRequest) (user.Use
 			}
 		}
 	}
+	u.TraceParent = traceParent(ctx)
 	claimed := time.Now()
 	if err := r.claimName(ctx, u.Name, u.ID); err != nil {
 		return user.User{}, err
@@ -459,6 +462,7 @@ func (r *Registry) modify(ctx context.Context, id string, expected uint64, mutat
 			return u, err
 		}
 		next.UpdatedAt = now
+		next.TraceParent = traceParent(ctx)
 		data, err := encode(next)
 		if err != nil {
 			return user.User{}, err
@@ -647,4 +651,11 @@ func settled(o Outcome) change {
 // enforcement loop can skip the rest.
 func Due(u user.User, now time.Time) bool {
 	return Settle(&u, now).Changed()
+}
+
+// traceParent is the W3C traceparent of ctx's span, or "" without one.
+func traceParent(ctx context.Context) string {
+	c := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, c)
+	return c["traceparent"]
 }
