@@ -31,6 +31,7 @@ type Config struct {
 	Addr            string        `flag:"http-addr" env:"VPN_HTTP_ADDR" help:"address the HTTP API listens on"`
 	PublicURL       string        `flag:"public-url" env:"VPN_PUBLIC_URL" help:"base URL of subscription links handed to users (empty: from each request's Host)"`
 	UpstreamTimeout time.Duration `flag:"upstream-timeout" env:"VPN_GATEWAY_UPSTREAM_TIMEOUT" help:"time limit of each request to a service over NATS"`
+	JobTimeout      time.Duration `flag:"job-timeout" env:"VPN_GATEWAY_JOB_TIMEOUT" help:"time limit of starting a bulk job (the registry validates the whole file first)"`
 	MaxBodyBytes    int64         `flag:"max-body-bytes" env:"VPN_GATEWAY_MAX_BODY_BYTES" help:"largest request body accepted"`
 	RateLimit       float64       `flag:"rate-limit" env:"VPN_GATEWAY_RATE_LIMIT" help:"requests per second allowed per API token (0: no limit)"`
 	RateBurst       int           `flag:"rate-burst" env:"VPN_GATEWAY_RATE_BURST" help:"burst of requests allowed per API token"`
@@ -46,6 +47,7 @@ func Defaults() Config {
 	return Config{
 		Addr:            "127.0.0.1:8080",
 		UpstreamTimeout: 5 * time.Second,
+		JobTimeout:      2 * time.Minute,
 		MaxBodyBytes:    1 << 20,
 		RateLimit:       50,
 		RateBurst:       100,
@@ -92,6 +94,9 @@ func New(env svc.Env, cfg Config) *Gateway {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = d.MaxBodyBytes
 	}
+	if cfg.JobTimeout <= 0 {
+		cfg.JobTimeout = d.JobTimeout
+	}
 	if cfg.EventsPing <= 0 {
 		cfg.EventsPing = d.EventsPing
 	}
@@ -99,6 +104,7 @@ func New(env svc.Env, cfg Config) *Gateway {
 		Version:             version.Version,
 		PublicURL:           cfg.PublicURL,
 		UpstreamTimeout:     cfg.UpstreamTimeout,
+		JobTimeout:          max(cfg.JobTimeout, cfg.UpstreamTimeout),
 		MaxBodyBytes:        cfg.MaxBodyBytes,
 		RatePerSecond:       cfg.RateLimit,
 		RateBurst:           cfg.RateBurst,

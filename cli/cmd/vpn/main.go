@@ -24,7 +24,7 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	return app.Execute(ctx, args, app.Env{
 		Getenv: getenv, Stdin: os.Stdin, Stdout: stdout, Stderr: os.Stderr,
-		Interactive: isTerminal(os.Stdin),
+		Interactive: isTerminal(os.Stdin), Terminal: isTerminal(os.Stdout),
 	})
 }
 

@@ -32,6 +32,9 @@ type Env struct {
 	// Interactive reports whether Stdin is a terminal, so prompts are
 	// allowed.
 	Interactive bool
+	// Terminal reports whether Stdout is a terminal, so progress is a live
+	// bar (plain lines otherwise).
+	Terminal bool
 	// Now is the clock ages are measured with (time.Now when nil).
 	Now func() time.Time
 	// HTTP is the client used (a default one when nil).
@@ -97,7 +100,7 @@ func isCobraUsage(err error) bool {
 func (a *app) root() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "vpn",
-		Short: "Manage a vpnfleet control plane: users, servers, nodes, events",
+		Short: "Manage a vpnfleet control plane: users, bulk jobs, servers, nodes, events",
 		Long: `vpn talks to the vpnfleet gateway (vpnd's HTTP API).
 
 Start vpnd with 'make run', then 'vpn init' deploys a first VLESS+Reality
@@ -121,7 +124,7 @@ server and a first user. 'vpn login' points vpn at another gateway.`,
 
 	root.AddCommand(
 		a.loginCmd(), a.initCmd(), a.statusCmd(), a.versionCmd(),
-		a.usersCmd(), a.serversCmd(), a.nodesCmd(), a.eventsCmd(), a.tokensCmd(),
+		a.usersCmd(), a.serversCmd(), a.nodesCmd(), a.eventsCmd(), a.tokensCmd(), a.jobsCmd(),
 	)
 	return root
 }

@@ -39,7 +39,8 @@ func (a *app) usersCmd() *cobra.Command {
 		a.userActionCmd("disable", "Switch a user off (agents drop it)", "disable"),
 		a.userActionCmd("enable", "Switch a user back on", "enable"),
 		a.userActionCmd("reset-traffic", "Restart a user's traffic counters", "reset-traffic"),
-		a.usersDeleteCmd(), a.usersRotateCmd(), a.usersLinkCmd(), a.usersSubCmd())
+		a.usersDeleteCmd(), a.usersRotateCmd(), a.usersLinkCmd(), a.usersSubCmd(),
+		a.usersImportCmd(), a.usersBulkCmd())
 	return cmd
 }
 

@@ -116,7 +116,11 @@ type Request struct {
 	Path   string
 	Query  url.Values
 	Body   any
-	Header http.Header
+	// Raw, with ContentType, is sent as the body as it is (a multipart
+	// upload) when Body is nil.
+	Raw         []byte
+	ContentType string
+	Header      http.Header
 }
 
 // Send performs r and returns the response when its status is 2xx; other
@@ -129,6 +133,8 @@ func (c *Client) Send(ctx context.Context, r Request) (*http.Response, error) {
 			return nil, fmt.Errorf("encoding request: %w", err)
 		}
 		rd = bytes.NewReader(data)
+	} else if r.Raw != nil {
+		rd = bytes.NewReader(r.Raw)
 	}
 	u := c.BaseURL + r.Path
 	if len(r.Query) > 0 {
@@ -143,6 +149,8 @@ func (c *Client) Send(ctx context.Context, r Request) (*http.Response, error) {
 	}
 	if r.Body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	} else if r.Raw != nil {
+		req.Header.Set("Content-Type", r.ContentType)
 	}
 	if req.Header.Get("Accept") == "" {
 		req.Header.Set("Accept", "application/json")
@@ -214,11 +222,18 @@ type Event struct {
 // Events streams the gateway's events to fn until ctx ends, the stream
 // ends, or fn returns false.
 func (c *Client) Events(ctx context.Context, q url.Values, lastID string, fn func(Event) bool) error {
+	return c.Stream(ctx, "/api/v1/events", q, lastID, fn)
+}
+
+// Stream reads the event stream at path (resuming after lastID when set)
+// and passes each event to fn until ctx ends, the stream ends, or fn
+// returns false. A 204 is a stream with nothing more to say.
+func (c *Client) Stream(ctx context.Context, path string, q url.Values, lastID string, fn func(Event) bool) error {
 	h := http.Header{"Accept": {"text/event-stream"}}
 	if lastID != "" {
 		h.Set("Last-Event-ID", lastID)
 	}
-	resp, err := c.Send(ctx, Request{Method: http.MethodGet, Path: "/api/v1/events", Query: q, Header: h})
+	resp, err := c.Send(ctx, Request{Method: http.MethodGet, Path: path, Query: q, Header: h})
 	if err != nil {
 		return err
 	}

@@ -44,6 +44,9 @@ type Config struct {
 	PublicURL string
 	// UpstreamTimeout bounds every request to a service over NATS.
 	UpstreamTimeout time.Duration
+	// JobTimeout bounds the start of a bulk job, which validates a whole
+	// file (up to job.MaxData) before it answers.
+	JobTimeout time.Duration
 	// MaxBodyBytes bounds request bodies.
 	MaxBodyBytes int64
 	// RatePerSecond and RateBurst limit each API token; PublicRate* limit
@@ -398,11 +401,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 // call sends one request to a service over NATS, bounded by the upstream
 // timeout. A service that does not answer becomes a 503 problem naming it.
 func call[Resp any](s *Server, r *http.Request, subj string, req any) (Resp, error) {
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.UpstreamTimeout)
+	return callWithin[Resp](s, r, subj, req, s.cfg.UpstreamTimeout)
+}
+
+// callWithin is call with its own time limit.
+func callWithin[Resp any](s *Server, r *http.Request, subj string, req any, timeout time.Duration) (Resp, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	resp, err := bus.Request[Resp](ctx, s.env.NC, subj, req)
 	if err != nil {
-		return resp, upstream(err, subj, s.cfg.UpstreamTimeout)
+		return resp, upstream(err, subj, timeout)
 	}
 	return resp, nil
 }

@@ -355,7 +355,7 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 	if err := ValidateJob(req); err != nil {
 		return err
 	}
-	resp, err := call[job.CreateResponse](s, r, subject.JobsCmd(subject.JobsCreate), req)
+	resp, err := callWithin[job.CreateResponse](s, r, subject.JobsCmd(subject.JobsCreate), req, max(s.cfg.JobTimeout, s.cfg.UpstreamTimeout))
 	if err != nil {
 		return jobProblem(err, "")
 	}
@@ -395,7 +395,11 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) jobControl(endpoint string) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id := r.PathValue("job")
-		rec, err := call[job.Job](s, r, subject.JobsCmd(endpoint), job.IDRequest{ID: id})
+		timeout := s.cfg.UpstreamTimeout
+		if endpoint == subject.JobsRollback {
+			timeout = max(s.cfg.JobTimeout, timeout) // reads every undo log
+		}
+		rec, err := callWithin[job.Job](s, r, subject.JobsCmd(endpoint), job.IDRequest{ID: id}, timeout)
 		if err != nil {
 			return jobProblem(err, id)
 		}
