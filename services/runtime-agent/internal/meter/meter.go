@@ -29,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/atomicfile"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/outbox"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
@@ -222,31 +223,13 @@ func (m *Meter) queue(r usage.Record) error {
 	return nil
 }
 
-// save writes st atomically and durably: temp file, fsync, rename.
+// save writes st atomically and durably.
 func (m *Meter) save(st state) error {
 	data, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encoding meter state: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(m.path), ".meter-*")
-	if err != nil {
-		return fmt.Errorf("saving meter state: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), m.path)
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-		return fmt.Errorf("saving meter state: %w", err)
-	}
-	return nil
+	return atomicfile.Write(m.path, data, 0o600, true)
 }
 
 // InstanceID builds a Reading.Instance from what identifies one run of an

@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/atomicfile"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
 )
 
@@ -71,7 +72,7 @@ func Open(dir string, limit int, log *slog.Logger) (*Outbox, error) {
 	}
 	for _, n := range names {
 		name := n.Name()
-		if strings.HasPrefix(name, ".tmp-") {
+		if strings.HasPrefix(name, atomicfile.TempPrefix) {
 			_ = os.Remove(filepath.Join(dir, name)) // a write that never finished
 			continue
 		}
@@ -109,8 +110,8 @@ func (o *Outbox) Add(m Msg) error {
 	defer o.mu.Unlock()
 	seq := o.next
 	o.next++
-	if err := writeFile(o.dir, seq, data); err != nil {
-		return err
+	if err := atomicfile.Write(o.path(seq), data, 0o600, true); err != nil {
+		return fmt.Errorf("writing outbox entry %d: %w", seq, err)
 	}
 	o.queue = append(o.queue, entry{seq: seq, msg: m})
 	for len(o.queue) > o.max {
@@ -209,27 +210,4 @@ func (o *Outbox) done(seq uint64) {
 
 func (o *Outbox) path(seq uint64) string {
 	return filepath.Join(o.dir, fmt.Sprintf("%020d.json", seq))
-}
-
-// writeFile writes data durably: temp file, fsync, rename.
-func writeFile(dir string, seq uint64, data []byte) error {
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing outbox entry: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, fmt.Sprintf("%020d.json", seq)))
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-		return fmt.Errorf("writing outbox entry %d: %w", seq, err)
-	}
-	return nil
 }

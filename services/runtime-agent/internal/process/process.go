@@ -41,6 +41,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/atomicfile"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/logfile"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
@@ -215,14 +216,7 @@ func (r *Runtime) saveLocked() error {
 	if err != nil {
 		return fmt.Errorf("encoding process state: %w", err)
 	}
-	tmp := r.statePath() + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o640); err != nil {
-		return fmt.Errorf("writing process state: %w", err)
-	}
-	if err := os.Rename(tmp, r.statePath()); err != nil {
-		return fmt.Errorf("replacing process state: %w", err)
-	}
-	return nil
+	return atomicfile.Write(r.statePath(), data, 0o640, false)
 }
 
 // Kind implements runtime.Runtime.

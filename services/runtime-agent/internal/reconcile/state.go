@@ -2,11 +2,10 @@ package reconcile
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/atomicfile"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 )
@@ -61,21 +60,7 @@ func saveState(path string, st stateFile) error {
 	if err != nil {
 		return fmt.Errorf("encoding applied users: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
-				err = os.WriteFile(tmp, data, 0o600)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("writing applied users: %w", err)
-		}
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("replacing applied users: %w", err)
-	}
-	return nil
+	return atomicfile.Write(path, data, 0o600, false)
 }
 
 // deployed is what a server's workload was deployed with: the Xray spec
@@ -103,15 +88,5 @@ func saveDeployed(path string, d deployed) error {
 	if err != nil {
 		return fmt.Errorf("encoding deployed spec: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("creating server dir: %w", err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("writing deployed spec: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("writing deployed spec: %w", err)
-	}
-	return nil
+	return atomicfile.Write(path, data, 0o600, false)
 }
