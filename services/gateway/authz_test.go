@@ -36,6 +36,10 @@ var rules = map[string]string{
 	"POST /api/v1/users/{user}/subscription/rotate": "operator",
 	"GET /api/v1/nodes":                             "viewer",
 	"GET /api/v1/nodes/{node}":                      "viewer",
+	"GET /api/v1/nodes/{node}/stats":                "viewer",
+	"GET /api/v1/users/{user}/usage":                "viewer",
+	"GET /api/v1/alerts":                            "viewer",
+	"POST /api/v1/alerts/{alert}/ack":               "operator",
 	"GET /api/v1/servers":                           "viewer",
 	"POST /api/v1/servers":                          "operator",
 	"GET /api/v1/servers/{server}":                  "viewer",
@@ -63,7 +67,7 @@ var rank = map[string]int{"public": 0, "viewer": 1, "operator": 2, "admin": 3}
 func concrete(pattern string) (method, path string) {
 	method, path, _ = strings.Cut(pattern, " ")
 	return method, strings.NewReplacer("{user}", "walker", "{node}", "node-1", "{server}", "srv-none",
-		"{id}", "000000000000", "{token}", "no-such-token", "{job}", "nosuchjob").Replace(path)
+		"{id}", "000000000000", "{token}", "no-such-token", "{job}", "nosuchjob", "{alert}", "nosuchalert").Replace(path)
 }
 
 // status sends one request and returns its status as soon as the headers

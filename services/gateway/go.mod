@@ -6,9 +6,12 @@ replace github.com/vpnfleet/vpnfleet/shared => ../../shared
 
 replace github.com/vpnfleet/vpnfleet/services/users => ../users
 
+replace github.com/vpnfleet/vpnfleet/services/health => ../health
+
 require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
+	github.com/vpnfleet/vpnfleet/services/health v0.0.0-00010101000000-000000000000
 	github.com/vpnfleet/vpnfleet/services/users v0.0.0-00010101000000-000000000000
 	github.com/vpnfleet/vpnfleet/shared v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0

@@ -20,8 +20,10 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/gateway"
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/api"
+	"github.com/vpnfleet/vpnfleet/services/health"
 	"github.com/vpnfleet/vpnfleet/services/users"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
+	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/natstest"
 	"github.com/vpnfleet/vpnfleet/shared/node"
 	"github.com/vpnfleet/vpnfleet/shared/probe"
@@ -54,8 +56,9 @@ type harness struct {
 }
 
 type options struct {
-	noUsers bool
-	cfg     func(*gateway.Config)
+	noUsers  bool
+	noHealth bool
+	cfg      func(*gateway.Config)
 }
 
 func newHarness(t testing.TB) *harness { return newHarnessWith(t, options{}) }
@@ -71,6 +74,9 @@ func newHarnessWith(t testing.TB, o options) *harness {
 	h.js = js
 	if !o.noUsers {
 		h.startUsers()
+	}
+	if !o.noUsers && !o.noHealth {
+		h.startHealth()
 	}
 	env := h.env()
 	cfg := gateway.Defaults()
@@ -130,6 +136,42 @@ func (h *harness) startUsers() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := bus.Request[user.CountResponse](ctx, h.nc, subject.UsersCmd(subject.UsersCount), user.Filter{})
+		return err
+	})
+}
+
+// healthConfig turns every interval of the health service short, so a
+// node's health is judged within a second.
+func healthConfig() health.Config {
+	c := health.Defaults()
+	c.DownAfter = 2 * time.Second
+	c.LagAfter = time.Second
+	c.EvalInterval = 50 * time.Millisecond
+	c.HistoryStep = time.Second
+	c.HistoryCoarse = 10 * time.Second
+	c.HistorySettle = 300 * time.Millisecond
+	c.LeaseRetry = 100 * time.Millisecond
+	return c
+}
+
+// startHealth runs the real health service (health.Run) until the test
+// ends.
+func (h *harness) startHealth() {
+	h.t.Helper()
+	env := h.env()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- health.Run(ctx, healthConfig(), env) }()
+	h.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			h.t.Errorf("health.Run: %v", err)
+		}
+	})
+	waitfor.Cond(h.t, 20*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := bus.Request[event.NodesReply](ctx, h.nc, subject.HealthCmd(subject.HealthNodes), event.NodesRequest{})
 		return err
 	})
 }

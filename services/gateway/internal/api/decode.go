@@ -189,6 +189,7 @@ var pathRules = map[string]func(string) bool{
 	"node":   subject.ValidToken,
 	"server": subject.ValidToken,
 	"job":    subject.ValidToken,
+	"alert":  subject.ValidToken,
 	"id":     auth.ValidID,
 }
 

@@ -139,6 +139,7 @@ func FuzzQueries(f *testing.F) {
 		"limit=10&sort=-name&status=active", "cursor=abc&name_prefix=al", "limit=0", "limit=99999999999999999999",
 		"status=x&protocol=y&sort=z", "node=a.b", "kind=user,audit&since=5", "kind=&since=-1", "%zz",
 		"state=running&limit=10", "state=sleeping&limit=501",
+		"from=2030-01-01T00:00:00Z&to=2030-01-02T00:00:00Z&step=1h", "step=-1s&from=x", "status=all&severity=critical&node=n1", "node=a.b&status=x",
 	} {
 		f.Add(s)
 	}
@@ -148,6 +149,12 @@ func FuzzQueries(f *testing.F) {
 			return
 		}
 		if _, err := ListQuery(q); err != nil {
+			checkDecoded(t, 0, err, func(int) error { return nil })
+		}
+		if _, _, _, err := RangeQuery(q); err != nil {
+			checkDecoded(t, 0, err, func(int) error { return nil })
+		}
+		if _, err := AlertsQuery(q); err != nil {
 			checkDecoded(t, 0, err, func(int) error { return nil })
 		}
 		if _, err := JobsQuery(q); err != nil {

@@ -15,16 +15,30 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/sub"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/node"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 )
 
-// NodeView is a node's registration and its health as the gateway sees it.
+// NodeView is a node's registration and its health as the gateway sees it:
+// the health service's judgement (healthy, degraded, down, with the
+// reason) when it answers and has judged the node, else the heartbeat's
+// age alone (HealthFrom says which). Healthy nodes (degraded ones too:
+// they still serve) are listed in links and subscriptions.
 type NodeView struct {
 	node.Node
 	Healthy             bool    `json:"healthy"`
 	HeartbeatAgeSeconds float64 `json:"heartbeat_age_seconds"`
+	Health              string  `json:"health,omitempty"`
+	HealthReason        string  `json:"health_reason,omitempty"`
+	HealthFrom          string  `json:"health_from"`
 }
+
+// Where a NodeView's health comes from.
+const (
+	HealthFromService   = "health"
+	HealthFromHeartbeat = "heartbeat"
+)
 
 // NodeList is the reply of GET /api/v1/nodes.
 type NodeList struct {
@@ -39,8 +53,13 @@ type NodeDetail struct {
 	AgentError string          `json:"agent_error,omitempty"`
 }
 
-func view(n node.Node, now time.Time) NodeView {
-	return NodeView{Node: n, Healthy: sub.Healthy(n, now), HeartbeatAgeSeconds: now.Sub(n.HeartbeatAt).Round(time.Millisecond).Seconds()}
+func view(n node.Node, health map[string]event.NodeHealth, now time.Time) NodeView {
+	v := NodeView{Node: n, Healthy: sub.Healthy(n, now), HeartbeatAgeSeconds: now.Sub(n.HeartbeatAt).Round(time.Millisecond).Seconds(), HealthFrom: HealthFromHeartbeat}
+	if h, ok := health[n.ID]; ok && h.State != "" {
+		v.Health, v.HealthReason, v.HealthFrom = h.State, h.Reason, HealthFromService
+		v.Healthy = h.State != event.HealthDown
+	}
+	return v
 }
 
 // nodesBucket opens the nodes bucket (a lookup, cached once it succeeds).
@@ -114,10 +133,11 @@ func (s *Server) healthyNodes(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	health, _ := s.nodeHealth(ctx)
 	now := time.Now()
 	out := []string{}
 	for _, n := range ns {
-		if sub.Healthy(n, now) {
+		if view(n, health, now).Healthy {
 			out = append(out, n.ID)
 		}
 	}
@@ -129,10 +149,11 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	health, _ := s.nodeHealth(r.Context())
 	now := time.Now()
 	out := NodeList{Nodes: make([]NodeView, len(ns))}
 	for i, n := range ns {
-		out.Nodes[i] = view(n, now)
+		out.Nodes[i] = view(n, health, now)
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -143,7 +164,8 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := NodeDetail{NodeView: view(n, time.Now())}
+	health, _ := s.nodeHealth(r.Context())
+	out := NodeDetail{NodeView: view(n, health, time.Now())}
 	if out.Healthy {
 		ctx, cancel := context.WithTimeout(r.Context(), min(s.cfg.UpstreamTimeout, 3*time.Second))
 		st, err := bus.Request[node.StatusReply](ctx, s.env.NC, subject.AgentCmd(id, node.CmdStatus), struct{}{})

@@ -5,6 +5,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/auth"
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/openapi"
+	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/job"
 	"github.com/vpnfleet/vpnfleet/shared/node"
 	"github.com/vpnfleet/vpnfleet/shared/server"
@@ -32,6 +33,11 @@ func (s *Server) table() []Route {
 		{Name: "sort", Description: "order of the page", Enum: []string{"name", "-name", "created_at", "-created_at"}},
 		{Name: "cursor", Description: "next_cursor of the previous page"},
 		{Name: "limit", Description: "page size, 1-1000 (default 100)", Type: "integer"},
+	}
+	rangeQuery := []openapi.Param{
+		{Name: "from", Description: "start, RFC 3339 (default: an hour before to)"},
+		{Name: "to", Description: "end, RFC 3339 (default: now)"},
+		{Name: "step", Description: "point width, a duration like 1m or 1h (default: the finest kept)"},
 	}
 	jobsQuery := []openapi.Param{
 		{Name: "state", Description: "only jobs in this state", Enum: enum(jobStates)},
@@ -67,12 +73,20 @@ func (s *Server) table() []Route {
 		{Operation: withQuery(withType(op("GET", v1+"/users/{user}/qr", "users.qr", "users", "a QR code of one of a user's links: PNG, or text with Accept: text/plain"), "image/png"),
 			[]openapi.Param{{Name: "server", Description: "server id of the link (default: the first link)"}, {Name: "protocol", Enum: enum(user.Protocols)}, {Name: "size", Type: "integer", Description: "PNG width, 64-1024"}, {Name: "format", Enum: []string{"png", "text"}}}),
 			Need: auth.Operator, h: s.qr},
+		{Operation: withQuery(withResp(op("GET", v1+"/users/{user}/usage", "users.usage", "users", "a user's traffic history from the health service"), event.UsageReply{}), rangeQuery), Need: auth.Viewer, h: s.userUsage},
 		{Operation: withResp(op("GET", v1+"/users/{user}/subscription", "users.subscription", "users", "a user's subscription URL (made on first use)"), Subscription{}), Need: auth.Operator, h: s.userSubscription},
 		{Operation: withResp(op("POST", v1+"/users/{user}/subscription/rotate", "users.subscription_rotate", "users", "replace a user's subscription URL; the old one stops working"), Subscription{}), Need: auth.Operator, h: s.rotateSubscription},
 
 		// Nodes.
 		{Operation: withResp(op("GET", v1+"/nodes", "nodes.list", "nodes", "every registered node, with health from its heartbeat"), NodeList{}), Need: auth.Viewer, h: s.listNodes},
 		{Operation: withResp(op("GET", v1+"/nodes/{node}", "nodes.get", "nodes", "a node and, when its agent answers, its workloads"), NodeDetail{}), Need: auth.Viewer, h: s.getNode},
+		{Operation: withQuery(withResp(op("GET", v1+"/nodes/{node}/stats", "nodes.stats", "nodes", "a node's history (CPU, memory, disk, network, VPN traffic) from the health service"), event.StatsReply{}), rangeQuery), Need: auth.Viewer, h: s.nodeStats},
+
+		// Alerts (the health service).
+		{Operation: withQuery(withResp(op("GET", v1+"/alerts", "alerts.list", "alerts", "alerts, most recent first (firing by default)"), event.AlertsReply{}),
+			[]openapi.Param{{Name: "status", Description: "firing (default), resolved or all", Enum: alertStatuses}, {Name: "severity", Enum: alertSeverities}, {Name: "node", Description: "only alerts about this node"}}),
+			Need: auth.Viewer, h: s.listAlerts},
+		{Operation: withReq(withResp(op("POST", v1+"/alerts/{alert}/ack", "alerts.ack", "alerts", "acknowledge an alert (until it fires again), recording who and why"), event.Alert{}), AckBody{}), Need: auth.Operator, h: s.ackAlert},
 
 		// Servers.
 		{Operation: withQuery(withResp(op("GET", v1+"/servers", "servers.list", "servers", "servers, all or one node's"), server.ListResponse{}), []openapi.Param{{Name: "node", Description: "only this node's servers"}}), Need: auth.Viewer, h: s.listServers},
