@@ -8,11 +8,14 @@ replace github.com/vpnfleet/vpnfleet/services/gateway => ../services/gateway
 
 replace github.com/vpnfleet/vpnfleet/services/users => ../services/users
 
+replace github.com/vpnfleet/vpnfleet/services/health => ../services/health
+
 require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/spf13/cobra v1.10.2
 	github.com/vpnfleet/vpnfleet/services/gateway v0.0.0-00010101000000-000000000000
+	github.com/vpnfleet/vpnfleet/services/health v0.0.0-00010101000000-000000000000
 	github.com/vpnfleet/vpnfleet/services/users v0.0.0-00010101000000-000000000000
 	github.com/vpnfleet/vpnfleet/shared v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0

@@ -124,7 +124,7 @@ server and a first user. 'vpn login' points vpn at another gateway.`,
 
 	root.AddCommand(
 		a.loginCmd(), a.initCmd(), a.statusCmd(), a.versionCmd(),
-		a.usersCmd(), a.serversCmd(), a.nodesCmd(), a.eventsCmd(), a.tokensCmd(), a.jobsCmd(),
+		a.usersCmd(), a.serversCmd(), a.nodesCmd(), a.eventsCmd(), a.tokensCmd(), a.jobsCmd(), a.alertsCmd(),
 	)
 	return root
 }

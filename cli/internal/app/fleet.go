@@ -24,6 +24,9 @@ type nodeView struct {
 	node.Node
 	Healthy             bool    `json:"healthy"`
 	HeartbeatAgeSeconds float64 `json:"heartbeat_age_seconds"`
+	Health              string  `json:"health,omitempty"`
+	HealthReason        string  `json:"health_reason,omitempty"`
+	HealthFrom          string  `json:"health_from,omitempty"`
 }
 
 func (a *app) nodesCmd() *cobra.Command {
@@ -31,7 +34,7 @@ func (a *app) nodesCmd() *cobra.Command {
 	cmd.AddCommand(&cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
-		Short:   "List nodes with their health (from the agent's heartbeat)",
+		Short:   "List nodes with their health (from the health service, else the agent's heartbeat)",
 		Args:    args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ns, err := a.listNodes(cmd)
@@ -55,11 +58,17 @@ func (a *app) nodesCmd() *cobra.Command {
 				if !n.Healthy {
 					health = "unhealthy"
 				}
+				if n.Health != "" {
+					health = n.Health
+					if n.HealthReason != "" {
+						health += ": " + n.HealthReason
+					}
+				}
 				rows[i] = []string{n.ID, n.PublicAddr, n.Runtime, n.State, health, output.Age(now, n.HeartbeatAt), n.AgentVersion}
 			}
 			return p.Table([]string{"ID", "PUBLIC ADDR", "RUNTIME", "STATE", "HEALTH", "HEARTBEAT", "AGENT"}, rows)
 		},
-	})
+	}, a.nodesStatsCmd())
 	return cmd
 }
 

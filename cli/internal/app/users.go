@@ -40,7 +40,7 @@ func (a *app) usersCmd() *cobra.Command {
 		a.userActionCmd("enable", "Switch a user back on", "enable"),
 		a.userActionCmd("reset-traffic", "Restart a user's traffic counters", "reset-traffic"),
 		a.usersDeleteCmd(), a.usersRotateCmd(), a.usersLinkCmd(), a.usersSubCmd(),
-		a.usersImportCmd(), a.usersBulkCmd())
+		a.usersImportCmd(), a.usersBulkCmd(), a.usersUsageCmd())
 	return cmd
 }
 

@@ -1,0 +1,4 @@
+package app
+
+// Sparkline is sparkline, for the external tests.
+var Sparkline = sparkline
