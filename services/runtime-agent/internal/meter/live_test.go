@@ -105,11 +105,16 @@ func TestUsageIsLossFreeAcrossOutages(t *testing.T) {
 			t.Fatalf("fetching %d bytes through the tunnel: %d, %v", n, len(body), err)
 		}
 	}
-	observe := func() {
+	// observe records one reading and returns what Xray had counted in it.
+	// Xray may count the last bytes of a transfer a moment after the client
+	// has them, so expectations come from the readings the meter took.
+	observe := func() meter.Counter {
 		t.Helper()
-		if _, err := m.Observe(read()); err != nil {
+		r := read()
+		if _, err := m.Observe(r); err != nil {
 			t.Fatal(err)
 		}
+		return r[0].Counters[u.ID]
 	}
 
 	push(100_000)
@@ -129,9 +134,16 @@ func TestUsageIsLossFreeAcrossOutages(t *testing.T) {
 	}
 	ns.Restart()
 	push(50_000)
-	observe()
-
-	want := read()[0].Counters[u.ID]
+	// Observe until a round finds nothing new: then the last reading holds
+	// every byte of the transfers above.
+	want := observe()
+	waitfor.Cond(t, 10*time.Second, func() error {
+		if next := observe(); next != want {
+			want = next
+			return fmt.Errorf("xray still counting")
+		}
+		return nil
+	})
 	if want.Down < 650_000 {
 		t.Fatalf("xray counted %d bytes down, want at least the 650,000 pushed", want.Down)
 	}
