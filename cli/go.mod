@@ -13,6 +13,7 @@ replace github.com/vpnfleet/vpnfleet/services/health => ../services/health
 require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/nats-io/nats.go v1.55.0
+	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/spf13/cobra v1.10.2
 	github.com/vpnfleet/vpnfleet/services/gateway v0.0.0-00010101000000-000000000000
 	github.com/vpnfleet/vpnfleet/services/health v0.0.0-00010101000000-000000000000
@@ -47,7 +48,6 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/rivo/uniseg v0.4.7 // indirect
-	github.com/schollz/progressbar/v3 v3.19.1 // indirect
 	github.com/skip2/go-qrcode v0.0.0-20200617195104-da1b6568686e // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
@@ -71,3 +71,5 @@ require (
 	google.golang.org/grpc v1.83.2 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/vpnfleet/vpnfleet/services/runtime-agent => ../services/runtime-agent

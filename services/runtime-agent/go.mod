@@ -128,3 +128,7 @@ replace github.com/vpnfleet/vpnfleet/shared => ../../shared
 replace github.com/containerd/containerd => github.com/containerd/containerd v1.7.35
 
 replace github.com/vpnfleet/vpnfleet/services/users => ../users
+
+replace github.com/vpnfleet/vpnfleet/services/health => ../../services/health
+
+replace github.com/vpnfleet/vpnfleet/services/gateway => ../../services/gateway

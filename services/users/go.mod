@@ -59,3 +59,9 @@ require (
 	google.golang.org/grpc v1.83.2 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/vpnfleet/vpnfleet/services/runtime-agent => ../../services/runtime-agent
+
+replace github.com/vpnfleet/vpnfleet/services/health => ../../services/health
+
+replace github.com/vpnfleet/vpnfleet/services/gateway => ../../services/gateway

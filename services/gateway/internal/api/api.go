@@ -177,9 +177,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Request-Id", id)
 	rec := &recorder{ResponseWriter: w}
 	info := &reqInfo{id: id, rec: rec}
-	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
+	ctx, span := startSpan(r)
+	r = r.WithContext(context.WithValue(ctx, infoKey{}, info))
 	rec.r = r
 	defer func() {
+		defer func() { endSpan(span, r, rec.status) }()
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
 				panic(v)
