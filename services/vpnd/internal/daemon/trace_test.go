@@ -167,7 +167,9 @@ func TestOneTraceFromTheAPIToXray(t *testing.T) {
 	c.do(http.MethodPost, "/api/v1/users", map[string]any{"name": "traced", "protocols": []string{"socks5"}}, &u, hdr)
 
 	want := map[string]func(sdktrace.ReadOnlySpan) bool{
-		"gateway request":         func(s sdktrace.ReadOnlySpan) bool { return s.SpanKind() == trace.SpanKindServer && strings.Contains(s.Name(), "/api/v1/users") },
+		"gateway request": func(s sdktrace.ReadOnlySpan) bool {
+			return s.SpanKind() == trace.SpanKindServer && strings.Contains(s.Name(), "/api/v1/users")
+		},
 		"registry handling":       func(s sdktrace.ReadOnlySpan) bool { return s.Name() == "process vpn.users.create" },
 		"user.created event":      func(s sdktrace.ReadOnlySpan) bool { return s.Name() == "publish vpn.evt.user."+u.ID },
 		"agent applying the user": func(s sdktrace.ReadOnlySpan) bool { return s.Name() == "apply user" },
