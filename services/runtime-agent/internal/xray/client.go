@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/vpnfleet/vpnfleet/shared/errs"
 	handlercmd "github.com/xtls/xray-core/app/proxyman/command"
 	statscmd "github.com/xtls/xray-core/app/stats/command"
 	"github.com/xtls/xray-core/common/protocol"
@@ -20,11 +19,14 @@ import (
 	"github.com/xtls/xray-core/proxy/shadowsocks_2022"
 	"github.com/xtls/xray-core/proxy/socks"
 	"github.com/xtls/xray-core/proxy/vless"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/vpnfleet/vpnfleet/shared/errs"
 )
 
 // Log attribute keys, defined once.
@@ -66,6 +68,28 @@ type Client struct {
 	// AlterInbound made meanwhile) if they interleaved. Replacements hold it
 	// exclusively, AlterInbound calls shared.
 	replaceMu sync.RWMutex
+}
+
+// apiConcurrency bounds the AlterInbound calls one batch makes at once on a
+// VLESS inbound: Xray handles them in parallel (10,000 adds take about a
+// third of the time with 16 callers as with one), while a Shadowsocks-2022
+// inbound rebuilds its whole user table per call and gains nothing.
+const apiConcurrency = 8
+
+// concurrently runs fn for 0..n-1, apiConcurrency at a time, and returns
+// the first error; calls not yet started are skipped after it. Calls that
+// succeeded stay done: every change is idempotent, so the caller retries
+// the whole batch.
+func concurrently(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(apiConcurrency)
+	for i := range n {
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error { return fn(gctx, i) })
+	}
+	return g.Wait()
 }
 
 // ss2022BatchMin is the batch size from which AddUsers replaces a
@@ -121,8 +145,9 @@ func (c *Client) AddUser(ctx context.Context, in Inbound, u User) error {
 
 // AddUsers is AddUser for several users. On a SOCKS5 or HTTP inbound, and
 // on a Shadowsocks-2022 inbound from ss2022BatchMin users on, it replaces
-// the inbound once for all of them. Otherwise it stops at the first
-// failure; users added before it stay added.
+// the inbound once for all of them; on a VLESS inbound it adds up to
+// apiConcurrency users at a time. It stops at the first failure; users
+// added before it stay added.
 func (c *Client) AddUsers(ctx context.Context, in Inbound, users []User) error {
 	for _, u := range users {
 		if err := in.ValidateUser(u); err != nil {
@@ -137,14 +162,14 @@ func (c *Client) AddUsers(ctx context.Context, in Inbound, users []User) error {
 			}
 			return nil
 		}
-		fallthrough
-	case VLESSReality:
 		for _, u := range users {
 			if err := c.alterUser(ctx, in, u); err != nil {
 				return err
 			}
 		}
 		return nil
+	case VLESSReality:
+		return concurrently(ctx, len(users), func(ctx context.Context, i int) error { return c.alterUser(ctx, in, users[i]) })
 	case SOCKS5, HTTP:
 		err := c.replaceAccounts(ctx, in, func(accounts map[string]string) bool {
 			changed := false
@@ -253,14 +278,14 @@ func (c *Client) RemoveUsers(ctx context.Context, in Inbound, ids []string) erro
 			}
 			return nil
 		}
-		fallthrough
-	case VLESSReality:
 		for _, id := range ids {
 			if err := c.RemoveUser(ctx, in, id); err != nil {
 				return err
 			}
 		}
 		return nil
+	case VLESSReality:
+		return concurrently(ctx, len(ids), func(ctx context.Context, i int) error { return c.RemoveUser(ctx, in, ids[i]) })
 	case SOCKS5, HTTP:
 		err := c.replaceAccounts(ctx, in, func(accounts map[string]string) bool {
 			changed := false
