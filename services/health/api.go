@@ -65,6 +65,7 @@ func (s *service) serveAPI(ctx context.Context) error {
 	if err != nil {
 		return errs.Wrap(errs.Unavailable, err, "adding health service")
 	}
+	s.env.Requests.Add(ms)
 	log := s.env.Log
 	eps := []struct {
 		name string

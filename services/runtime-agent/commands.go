@@ -38,6 +38,7 @@ func (a *Agent) serveCommands(ctx context.Context) error {
 	if err != nil {
 		return errs.Wrap(errs.Internal, err, "starting command service")
 	}
+	a.env.Requests.Add(srv)
 	var follows sync.WaitGroup
 	const timeout = 30 * time.Second
 	endpoints := map[string]micro.Handler{

@@ -132,6 +132,7 @@ func run(ctx context.Context, cfg Config, env svc.Env) error {
 		cancel()
 		return errors.Join(err, g.Wait())
 	}
+	env.Requests.Add(service)
 	g.Go(func() error {
 		<-gctx.Done()
 		if err := service.Stop(); err != nil {
@@ -144,6 +145,7 @@ func run(ctx context.Context, cfg Config, env svc.Env) error {
 		cancel()
 		return errors.Join(err, g.Wait())
 	}
+	env.Requests.Add(serversService)
 	g.Go(func() error {
 		<-gctx.Done()
 		if err := serversService.Stop(); err != nil {
@@ -162,6 +164,7 @@ func run(ctx context.Context, cfg Config, env svc.Env) error {
 		cancel()
 		return errors.Join(err, g.Wait())
 	}
+	env.Requests.Add(jobsService)
 	g.Go(func() error {
 		<-gctx.Done()
 		if err := jobsService.Stop(); err != nil {

@@ -88,6 +88,7 @@ func Standalone(ctx context.Context, name, version string, cfg Config, stdout io
 	}
 
 	env := Env{NC: nc, JS: js, Log: log, Metrics: telemetry.NewRegistry(), Probe: probe.New()}
+	env.Requests = telemetry.NewRequests(env.Metrics)
 	env.Probe.Add("nats", func(context.Context) error {
 		if !nc.IsConnected() {
 			return fmt.Errorf("not connected (%s)", nc.Status())

@@ -20,6 +20,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
 	"github.com/vpnfleet/vpnfleet/shared/probe"
+	"github.com/vpnfleet/vpnfleet/shared/telemetry"
 )
 
 // Env is what a service core is given to run: everything process-wide, none
@@ -30,6 +31,9 @@ type Env struct {
 	Log     *slog.Logger
 	Metrics *prometheus.Registry
 	Probe   *probe.Probe
+	// Requests exports the request metrics of the micro services a core
+	// starts (it adds them); nil in tests that do not look.
+	Requests *telemetry.Requests
 	// DataDir is a directory the core may keep local files in (agents use
 	// it for buffers); empty for stateless services.
 	DataDir string

@@ -45,6 +45,10 @@ type Service struct {
 	inFlight sync.WaitGroup
 }
 
+// Stats reports the micro service's per-endpoint statistics, for the
+// request metrics.
+func (s *Service) Stats() micro.Stats { return s.svc.Stats() }
+
 // Stop stops taking requests and waits for those in flight. Requests the
 // draining subscription still delivers are refused as Unavailable.
 func (s *Service) Stop() error {

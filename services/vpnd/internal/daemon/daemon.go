@@ -72,6 +72,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	env := svc.Env{NC: nc, JS: js, Log: log, Metrics: telemetry.NewRegistry(), Probe: probe.New(), DataDir: dataDir}
+	env.Requests = telemetry.NewRequests(env.Metrics)
 	env.Probe.Add("nats", func(context.Context) error {
 		if !nc.IsConnected() {
 			return fmt.Errorf("not connected (%s)", nc.Status())
