@@ -16,6 +16,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"go.opentelemetry.io/otel/codes"
 
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/atomicfile"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
@@ -720,16 +721,5 @@ func (w *worker) record(ctx context.Context, rep statusReport) error {
 // writeConfig stores the config Xray reads, replacing the previous one
 // atomically (a running Xray has read its own already).
 func writeConfig(dir string, cfg []byte) error {
-	cdir := filepath.Join(dir, "config")
-	if err := os.MkdirAll(cdir, 0o700); err != nil {
-		return fmt.Errorf("creating config dir: %w", err)
-	}
-	tmp := filepath.Join(cdir, "config.json.tmp")
-	if err := os.WriteFile(tmp, cfg, 0o600); err != nil {
-		return fmt.Errorf("writing xray config: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(cdir, "config.json")); err != nil {
-		return fmt.Errorf("writing xray config: %w", err)
-	}
-	return nil
+	return atomicfile.Write(filepath.Join(dir, "config", "config.json"), cfg, 0o600, false)
 }
