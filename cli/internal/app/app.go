@@ -195,3 +195,25 @@ func (a *app) versionCmd() *cobra.Command {
 		},
 	}
 }
+
+// printList prints a list the way every list command does: the items as
+// JSON or YAML when asked, one id per line with --quiet, else a table with
+// one row per item (row gets the time the table is drawn, for ages).
+func printList[T any](a *app, items []T, id func(T) string, header []string, row func(T, time.Time) []string) error {
+	p := a.printer()
+	switch {
+	case p.Structured():
+		return p.Value(items)
+	case a.quiet:
+		for _, it := range items {
+			p.Line("%s", id(it))
+		}
+		return nil
+	}
+	now := a.env.Now()
+	rows := make([][]string, len(items))
+	for i, it := range items {
+		rows[i] = row(it, now)
+	}
+	return p.Table(header, rows)
+}

@@ -41,32 +41,21 @@ func (a *app) nodesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p := a.printer()
-			switch {
-			case p.Structured():
-				return p.Value(ns)
-			case a.quiet:
-				for _, n := range ns {
-					p.Line("%s", n.ID)
-				}
-				return nil
-			}
-			now := a.env.Now()
-			rows := make([][]string, len(ns))
-			for i, n := range ns {
-				health := "healthy"
-				if !n.Healthy {
-					health = "unhealthy"
-				}
-				if n.Health != "" {
-					health = n.Health
-					if n.HealthReason != "" {
-						health += ": " + n.HealthReason
+			return printList(a, ns, func(n nodeView) string { return n.ID },
+				[]string{"ID", "PUBLIC ADDR", "RUNTIME", "STATE", "HEALTH", "HEARTBEAT", "AGENT"},
+				func(n nodeView, now time.Time) []string {
+					health := "healthy"
+					if !n.Healthy {
+						health = "unhealthy"
 					}
-				}
-				rows[i] = []string{n.ID, n.PublicAddr, n.Runtime, n.State, health, output.Age(now, n.HeartbeatAt), n.AgentVersion}
-			}
-			return p.Table([]string{"ID", "PUBLIC ADDR", "RUNTIME", "STATE", "HEALTH", "HEARTBEAT", "AGENT"}, rows)
+					if n.Health != "" {
+						health = n.Health
+						if n.HealthReason != "" {
+							health += ": " + n.HealthReason
+						}
+					}
+					return []string{n.ID, n.PublicAddr, n.Runtime, n.State, health, output.Age(now, n.HeartbeatAt), n.AgentVersion}
+				})
 		},
 	}, a.nodesStatsCmd())
 	return cmd
@@ -110,22 +99,11 @@ func stateText(s server.Server) string {
 }
 
 func (a *app) printServers(ss []server.Server) error {
-	p := a.printer()
-	switch {
-	case p.Structured():
-		return p.Value(ss)
-	case a.quiet:
-		for _, s := range ss {
-			p.Line("%s", s.ID)
-		}
-		return nil
-	}
-	now := a.env.Now()
-	rows := make([][]string, len(ss))
-	for i, s := range ss {
-		rows[i] = []string{s.ID, s.Name, s.Node, stateText(s), inboundsText(s), orDash(s.Status.PublicHost), output.Age(now, s.CreatedAt)}
-	}
-	return p.Table([]string{"ID", "NAME", "NODE", "STATE", "INBOUNDS", "HOST", "AGE"}, rows)
+	return printList(a, ss, func(s server.Server) string { return s.ID },
+		[]string{"ID", "NAME", "NODE", "STATE", "INBOUNDS", "HOST", "AGE"},
+		func(s server.Server, now time.Time) []string {
+			return []string{s.ID, s.Name, s.Node, stateText(s), inboundsText(s), orDash(s.Status.PublicHost), output.Age(now, s.CreatedAt)}
+		})
 }
 
 func (a *app) printServer(s server.Server) error {

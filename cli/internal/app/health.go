@@ -217,26 +217,15 @@ func (a *app) alertsCmd() *cobra.Command {
 			if err := c.Get(cmd.Context(), "/api/v1/alerts", q, &r); err != nil {
 				return err
 			}
-			p := a.printer()
-			switch {
-			case p.Structured():
-				return p.Value(r.Alerts)
-			case a.quiet:
-				for _, al := range r.Alerts {
-					p.Line("%s", al.Fingerprint)
-				}
-				return nil
-			}
-			now := a.env.Now()
-			rows := make([][]string, len(r.Alerts))
-			for i, al := range r.Alerts {
-				acked := "-"
-				if al.AckedBy != "" {
-					acked = al.AckedBy
-				}
-				rows[i] = []string{al.Fingerprint, al.Rule, al.Severity, al.Status, al.Summary, output.Age(now, al.StartsAt), acked}
-			}
-			return p.Table([]string{"ID", "RULE", "SEVERITY", "STATUS", "SUMMARY", "SINCE", "ACKED BY"}, rows)
+			return printList(a, r.Alerts, func(al event.Alert) string { return al.Fingerprint },
+				[]string{"ID", "RULE", "SEVERITY", "STATUS", "SUMMARY", "SINCE", "ACKED BY"},
+				func(al event.Alert, now time.Time) []string {
+					acked := "-"
+					if al.AckedBy != "" {
+						acked = al.AckedBy
+					}
+					return []string{al.Fingerprint, al.Rule, al.Severity, al.Status, al.Summary, output.Age(now, al.StartsAt), acked}
+				})
 		},
 	}
 	list.Flags().StringVar(&status, "status", "", "firing (default), resolved or all")

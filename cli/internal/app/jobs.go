@@ -626,23 +626,12 @@ func (a *app) jobsCmd() *cobra.Command {
 			if err := c.Get(cmd.Context(), "/api/v1/jobs", q, &resp); err != nil {
 				return err
 			}
-			p := a.printer()
-			switch {
-			case p.Structured():
-				return p.Value(resp.Jobs)
-			case a.quiet:
-				for _, j := range resp.Jobs {
-					p.Line("%s", j.ID)
-				}
-				return nil
-			}
-			now := a.env.Now()
-			rows := make([][]string, len(resp.Jobs))
-			for i, j := range resp.Jobs {
-				rows[i] = []string{j.ID, string(j.Kind), string(j.State), fmt.Sprintf("%d/%d", j.Processed(), j.Total),
-					strconv.Itoa(j.Done), strconv.Itoa(j.Failed), strconv.Itoa(j.Skipped), output.Age(now, j.CreatedAt)}
-			}
-			return p.Table([]string{"ID", "KIND", "STATE", "PROGRESS", "DONE", "FAILED", "SKIPPED", "AGE"}, rows)
+			return printList(a, resp.Jobs, func(j job.Job) string { return j.ID },
+				[]string{"ID", "KIND", "STATE", "PROGRESS", "DONE", "FAILED", "SKIPPED", "AGE"},
+				func(j job.Job, now time.Time) []string {
+					return []string{j.ID, string(j.Kind), string(j.State), fmt.Sprintf("%d/%d", j.Processed(), j.Total),
+						strconv.Itoa(j.Done), strconv.Itoa(j.Failed), strconv.Itoa(j.Skipped), output.Age(now, j.CreatedAt)}
+				})
 		},
 	}
 	list.Flags().StringVar(&state, "state", "", "only jobs in this state: running, paused, completed, failed, cancelled")

@@ -204,33 +204,22 @@ func (a *app) tokensCmd() *cobra.Command {
 			if err := c.Get(cmd.Context(), "/api/v1/tokens", nil, &resp); err != nil {
 				return err
 			}
-			p := a.printer()
-			switch {
-			case p.Structured():
-				return p.Value(resp.Tokens)
-			case a.quiet:
-				for _, t := range resp.Tokens {
-					p.Line("%s", t.ID)
-				}
-				return nil
-			}
-			now := a.env.Now()
-			rows := make([][]string, len(resp.Tokens))
-			for i, t := range resp.Tokens {
-				state := "active"
-				switch {
-				case !t.RevokedAt.IsZero():
-					state = "revoked"
-				case !t.ExpiresAt.IsZero() && now.After(t.ExpiresAt):
-					state = "expired"
-				}
-				expires := "never"
-				if !t.ExpiresAt.IsZero() {
-					expires = t.ExpiresAt.UTC().Format("2006-01-02")
-				}
-				rows[i] = []string{t.ID, t.Name, t.Role, state, expires, output.Age(now, t.CreatedAt)}
-			}
-			return p.Table([]string{"ID", "NAME", "ROLE", "STATE", "EXPIRES", "AGE"}, rows)
+			return printList(a, resp.Tokens, func(t token) string { return t.ID },
+				[]string{"ID", "NAME", "ROLE", "STATE", "EXPIRES", "AGE"},
+				func(t token, now time.Time) []string {
+					state := "active"
+					switch {
+					case !t.RevokedAt.IsZero():
+						state = "revoked"
+					case !t.ExpiresAt.IsZero() && now.After(t.ExpiresAt):
+						state = "expired"
+					}
+					expires := "never"
+					if !t.ExpiresAt.IsZero() {
+						expires = t.ExpiresAt.UTC().Format("2006-01-02")
+					}
+					return []string{t.ID, t.Name, t.Role, state, expires, output.Age(now, t.CreatedAt)}
+				})
 		},
 	}
 	revoke := &cobra.Command{

@@ -69,22 +69,11 @@ func expiresText(t time.Time) string {
 }
 
 func (a *app) printUsers(us []user.User) error {
-	p := a.printer()
-	switch {
-	case p.Structured():
-		return p.Value(us)
-	case a.quiet:
-		for _, u := range us {
-			p.Line("%s", u.Name)
-		}
-		return nil
-	}
-	now := a.env.Now()
-	rows := make([][]string, len(us))
-	for i, u := range us {
-		rows[i] = []string{u.Name, string(u.Status), protos(u.Protocols), output.Bytes(u.Usage.Used()), limitText(u.TrafficLimitBytes), expiresText(u.ExpiresAt), output.Age(now, u.CreatedAt)}
-	}
-	return p.Table([]string{"NAME", "STATUS", "PROTOCOLS", "USED", "LIMIT", "EXPIRES", "AGE"}, rows)
+	return printList(a, us, func(u user.User) string { return u.Name },
+		[]string{"NAME", "STATUS", "PROTOCOLS", "USED", "LIMIT", "EXPIRES", "AGE"},
+		func(u user.User, now time.Time) []string {
+			return []string{u.Name, string(u.Status), protos(u.Protocols), output.Bytes(u.Usage.Used()), limitText(u.TrafficLimitBytes), expiresText(u.ExpiresAt), output.Age(now, u.CreatedAt)}
+		})
 }
 
 func (a *app) printUser(u user.User) error {
