@@ -7,6 +7,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray/xraytest"
+	"github.com/vpnfleet/vpnfleet/services/users/userstest"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/job"
 	"github.com/vpnfleet/vpnfleet/shared/procstat"
@@ -24,7 +25,7 @@ import (
 // second, and the peak RSS of each vpn-users process during the import.
 func BenchmarkImport10kOnXray(b *testing.B) {
 	const n = 10_000
-	bin := buildVPNUsers(b)
+	bin := userstest.Build(b)
 	for _, replicas := range []int{1, 2} {
 		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
 			var total time.Duration
@@ -32,9 +33,9 @@ func BenchmarkImport10kOnXray(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				f := newFleetOnProcesses(b)
-				var procs []*usersProcess
+				var procs []*userstest.Process
 				for range replicas {
-					procs = append(procs, startUsersProcess(b, bin, f.ns.URL()))
+					procs = append(procs, userstest.Start(b, bin, f.ns.URL()))
 				}
 				f.startAgent()
 				srv := f.createServer("bench", xraytest.StartTLSDest(b, sni))
@@ -64,7 +65,7 @@ func BenchmarkImport10kOnXray(b *testing.B) {
 				}
 				for deadline := start.Add(5 * time.Minute); ; {
 					for _, p := range procs {
-						if rss, err := procstat.RSSBytes(p.cmd.Process.Pid); err == nil && rss > peak {
+						if rss, err := procstat.RSSBytes(p.PID()); err == nil && rss > peak {
 							peak = rss
 						}
 					}
@@ -85,7 +86,7 @@ func BenchmarkImport10kOnXray(b *testing.B) {
 				}
 				f.waitXrayHolds(srv, f.registryIDs(), "imported users")
 				for _, p := range procs {
-					p.stop()
+					p.Stop()
 				}
 			}
 			secs := total.Seconds() / float64(b.N)

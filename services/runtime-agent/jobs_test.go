@@ -1,17 +1,11 @@
 package agent_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +13,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime/runtimetest"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray/xraytest"
+	"github.com/vpnfleet/vpnfleet/services/users/userstest"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/job"
 	"github.com/vpnfleet/vpnfleet/shared/natstest"
@@ -31,72 +26,6 @@ import (
 // xrayWait bounds how long Xray may take to hold what the registry holds
 // after a job: 10,000 users on four inbounds, on a shared machine.
 const xrayWait = 3 * time.Minute
-
-// buildVPNUsers builds the vpn-users binary.
-func buildVPNUsers(t testing.TB) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "vpn-users")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/vpnfleet/vpnfleet/services/users/cmd/vpn-users").CombinedOutput()
-	if err != nil {
-		t.Fatalf("building vpn-users: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// usersProcess is one vpn-users process (a registry replica).
-type usersProcess struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// startUsersProcess runs vpn-users against url until it logs that the
-// users service started.
-func startUsersProcess(t testing.TB, bin, url string, args ...string) *usersProcess {
-	t.Helper()
-	cmd := exec.Command(bin, append([]string{"--nats-url", url, "--ops-addr", "", "--log-level", "info"}, args...)...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &usersProcess{cmd: cmd, done: make(chan struct{})}
-	started := make(chan struct{})
-	go func() {
-		defer close(p.done)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		once := false
-		for sc.Scan() {
-			if !once && strings.Contains(sc.Text(), `"users service started"`) {
-				once = true
-				close(started)
-			}
-		}
-		_ = cmd.Wait()
-	}()
-	t.Cleanup(p.kill)
-	select {
-	case <-started:
-	case <-p.done:
-		t.Fatal("vpn-users exited before it started")
-	case <-time.After(30 * time.Second):
-		t.Fatal("vpn-users did not start")
-	}
-	return p
-}
-
-func (p *usersProcess) kill() {
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
-
-func (p *usersProcess) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	<-p.done
-}
 
 // newFleetOnProcesses is a fleet whose registry runs as vpn-users
 // processes the test starts (and kills) itself; the agent runs in
@@ -221,10 +150,10 @@ func TestImportSurvivesKill9OnXray(t *testing.T) {
 		t.Skip("builds and kills a binary; -short skips it")
 	}
 	const n = 10_000
-	bin := buildVPNUsers(t)
+	bin := userstest.Build(t)
 	f := newFleetOnProcesses(t)
 	args := []string{"--job-batch", "100", "--job-workers", "1"}
-	r := startUsersProcess(t, bin, f.ns.URL(), args...)
+	r := userstest.Start(t, bin, f.ns.URL(), args...)
 	f.startAgent()
 	srv := f.createServer("edge", xraytest.StartTLSDest(t, sni))
 	f.waitStatus(srv.ID, srv.Revision, server.StateApplied)
@@ -250,12 +179,12 @@ func TestImportSurvivesKill9OnXray(t *testing.T) {
 			}
 			return nil
 		})
-		r.kill()
+		r.Kill()
 		if !rec.State.Final() {
 			during++
 		}
 		t.Logf("SIGKILL at %d processed (point %d)", rec.Processed(), p)
-		r = startUsersProcess(t, bin, f.ns.URL(), args...)
+		r = userstest.Start(t, bin, f.ns.URL(), args...)
 	}
 	if during < 5 {
 		t.Errorf("only %d of 5 kills happened while the job ran", during)
@@ -269,7 +198,7 @@ func TestImportSurvivesKill9OnXray(t *testing.T) {
 	}
 	took := f.waitXrayHolds(srv, ids, "imported users")
 	t.Logf("xray held all %d users on every inbound %s after the job completed", n, took.Round(time.Millisecond))
-	r.stop()
+	r.Stop()
 }
 
 // TestRollbackRestoresXrayUsers is the sibling of the registry's

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vpnfleet/vpnfleet/services/users/userstest"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/job"
 	"github.com/vpnfleet/vpnfleet/shared/natstest"
@@ -22,7 +23,7 @@ import (
 // seconds, users per second and the peak RSS of each vpn-users process.
 func BenchmarkImport10k(b *testing.B) {
 	const n = 10_000
-	bin := buildUsers(b)
+	bin := userstest.Build(b)
 	for _, replicas := range []int{1, 2} {
 		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
 			var total time.Duration
@@ -37,14 +38,14 @@ func BenchmarkImport10k(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				var procs []*replica
+				var procs []*userstest.Process
 				for range replicas {
-					procs = append(procs, startReplica(b, bin, srv.URL()))
+					procs = append(procs, userstest.Start(b, bin, srv.URL()))
 				}
 				data := csvUsers(fmt.Sprintf("b%d", i), n)
 				sample := func() {
 					for _, p := range procs {
-						if rss, err := procstat.RSSBytes(p.cmd.Process.Pid); err == nil && rss > peak {
+						if rss, err := procstat.RSSBytes(p.PID()); err == nil && rss > peak {
 							peak = rss
 						}
 					}
@@ -74,7 +75,7 @@ func BenchmarkImport10k(b *testing.B) {
 				total += time.Since(start)
 				b.StopTimer()
 				for _, p := range procs {
-					p.stop()
+					p.Stop()
 				}
 				cancel()
 				srv.Shutdown()

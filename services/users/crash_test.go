@@ -1,22 +1,17 @@
 package users_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vpnfleet/vpnfleet/services/users/userstest"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/job"
@@ -25,74 +20,6 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/user"
 	"github.com/vpnfleet/vpnfleet/shared/waitfor"
 )
-
-// buildUsers builds the vpn-users binary for a test.
-func buildUsers(t testing.TB) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "vpn-users")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/vpnfleet/vpnfleet/services/users/cmd/vpn-users").CombinedOutput()
-	if err != nil {
-		t.Fatalf("building vpn-users: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// replica is one vpn-users process.
-type replica struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// startReplica runs vpn-users against url and waits until it logs that
-// the users service started.
-func startReplica(t testing.TB, bin, url string, args ...string) *replica {
-	t.Helper()
-	cmd := exec.Command(bin, append([]string{"--nats-url", url, "--ops-addr", "", "--log-level", "info"}, args...)...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := &replica{cmd: cmd, done: make(chan struct{})}
-	started := make(chan struct{})
-	go func() {
-		defer close(r.done)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		once := false
-		for sc.Scan() {
-			if !once && strings.Contains(sc.Text(), `"users service started"`) {
-				once = true
-				close(started)
-			}
-		}
-		_ = cmd.Wait()
-	}()
-	t.Cleanup(func() { r.kill() })
-	select {
-	case <-started:
-	case <-r.done:
-		t.Fatal("vpn-users exited before it started")
-	case <-time.After(30 * time.Second):
-		t.Fatal("vpn-users did not start")
-	}
-	return r
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (r *replica) kill() {
-	_ = r.cmd.Process.Signal(syscall.SIGKILL)
-	<-r.done
-}
-
-// stop sends SIGTERM and waits.
-func (r *replica) stop() {
-	_ = r.cmd.Process.Signal(syscall.SIGTERM)
-	<-r.done
-}
 
 // jobRecord reads a job's record straight from the bucket, so it works
 // while no replica runs.
@@ -116,7 +43,7 @@ func TestImportSurvivesKill9(t *testing.T) {
 		t.Skip("builds and kills a binary; -short skips it")
 	}
 	const n = 10_000
-	bin := buildUsers(t)
+	bin := userstest.Build(t)
 	srv := natstest.Start(t)
 	nc := srv.Conn()
 	js, err := jetstream.New(nc)
@@ -132,7 +59,7 @@ func TestImportSurvivesKill9(t *testing.T) {
 	// Small batches and one worker: many commits, so the kills land
 	// between and inside them.
 	args := []string{"--job-batch", "50", "--job-workers", "1"}
-	r := startReplica(t, bin, srv.URL(), args...)
+	r := userstest.Start(t, bin, srv.URL(), args...)
 	data := csvUsers("crash", n)
 	var created job.CreateResponse
 	waitfor.Cond(t, 30*time.Second, func() error {
@@ -160,12 +87,12 @@ func TestImportSurvivesKill9(t *testing.T) {
 			}
 			return nil
 		})
-		r.kill()
+		r.Kill()
 		if !rec.State.Final() {
 			during++
 		}
 		t.Logf("SIGKILL at %d processed (point %d)", rec.Processed(), p)
-		r = startReplica(t, bin, srv.URL(), args...)
+		r = userstest.Start(t, bin, srv.URL(), args...)
 	}
 	if during < 5 {
 		t.Errorf("only %d of 5 kills happened while the job ran", during)
@@ -181,7 +108,7 @@ func TestImportSurvivesKill9(t *testing.T) {
 	if rec.State != job.StateCompleted || rec.Done != n || rec.Failed != 0 || rec.Skipped != 0 {
 		t.Fatalf("job %+v", rec)
 	}
-	r.stop()
+	r.Stop()
 
 	// Exactly the file's users, each written once.
 	users, err := js.KeyValue(ctx, subject.BucketUsers)
