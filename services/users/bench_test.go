@@ -28,6 +28,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/svc"
 	"github.com/vpnfleet/vpnfleet/shared/telemetry"
 	"github.com/vpnfleet/vpnfleet/shared/user"
+	"github.com/vpnfleet/vpnfleet/shared/waitfor"
 )
 
 // minSamples is the least number of requests a latency benchmark times,
@@ -118,16 +119,13 @@ func startBench(b *testing.B, n int) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for {
+	waitfor.Cond(b, 5*time.Minute, func() error {
 		c, err := bus.Request[user.CountResponse](ctx, client, subject.UsersCmd(subject.UsersCount), user.Filter{})
-		if err == nil && c.Count == n {
-			break
+		if err == nil && c.Count != n {
+			err = fmt.Errorf("%d of %d users loaded", c.Count, n)
 		}
-		if ctx.Err() != nil {
-			b.Fatalf("service not ready: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond) // polling start-up; not a measurement
-	}
+		return err
+	})
 	e := &benchEnv{nc: client, prefill: prefill, started: time.Since(loadStart)}
 	e.stop = func() {
 		stopRun()
