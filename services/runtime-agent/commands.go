@@ -30,10 +30,10 @@ const (
 // Followed logs run in goroutines that end with ctx and are waited for.
 func (a *Agent) serveCommands(ctx context.Context) error {
 	srv, err := micro.AddService(a.env.NC, micro.Config{
-		Name:        "vpn-agent",
+		Name:        subject.AgentServiceName,
 		Version:     version.Semver(),
 		Description: "agent of node " + a.node.ID,
-		QueueGroup:  "vpn-agent-" + a.node.ID,
+		QueueGroup:  subject.AgentQueueGroup(a.node.ID),
 	})
 	if err != nil {
 		return errs.Wrap(errs.Internal, err, "starting command service")

@@ -574,7 +574,7 @@ func (f *fleet) waitEvent(id string, typ event.Type) event.Envelope {
 	f.t.Helper()
 	var got event.Envelope
 	waitfor.Cond(f.t, convergeFor, func() error {
-		for _, e := range natstest.Events(f.t, f.js, subject.ServerEvent(id)) {
+		for _, e := range natstest.Events(f.t, f.js, subject.ServerStatusEvent(f.node, id)) {
 			if e.Type == typ {
 				got = e
 				return nil
@@ -604,7 +604,7 @@ func (f *fleet) waitEventAt(id string, typ event.Type, rev uint64) event.Envelop
 }
 
 func (f *fleet) serverEvents(id string) []event.Envelope {
-	return natstest.Events(f.t, f.js, subject.ServerEvent(id))
+	return natstest.Events(f.t, f.js, subject.ServerStatusEvent(f.node, id))
 }
 
 func (f *fleet) deleteServerReq(id string) (server.DeleteResponse, error) {

@@ -44,7 +44,7 @@ func (a *Agent) enqueueEvent(ctx context.Context, subj string, typ event.Type, i
 
 func (a *Agent) announce() error {
 	at := a.node.StartedAt
-	return a.enqueueEvent(context.Background(), subject.Event(subject.KindNode, a.node.ID), event.NodeRegistered,
+	return a.enqueueEvent(context.Background(), subject.NodeEvent(a.node.ID), event.NodeRegistered,
 		fmt.Sprintf("%s:registered:%d", a.node.ID, at.UnixNano()), a.node)
 }
 

@@ -88,7 +88,7 @@ func Streams(replicas int) []jetstream.StreamConfig {
 
 // Buckets returns the declaration of every key-value bucket.
 func Buckets(replicas int) []jetstream.KeyValueConfig {
-	return []jetstream.KeyValueConfig{
+	return append([]jetstream.KeyValueConfig{
 		{Bucket: BucketUsers, Description: "user id -> user (desired state)", History: 5, Storage: jetstream.FileStorage, Replicas: replicas},
 		{Bucket: BucketUserNames, Description: "lowercased user name -> user id", History: 1, Storage: jetstream.FileStorage, Replicas: replicas},
 		{Bucket: BucketNodes, Description: "node id -> agent registration and heartbeat", History: 1, Storage: jetstream.FileStorage, Replicas: replicas},
@@ -98,7 +98,7 @@ func Buckets(replicas int) []jetstream.KeyValueConfig {
 		tokensBucket(replicas),
 		subTokensBucket(replicas),
 		nodeHealthBucket(replicas), alertsBucket(replicas), healthLeaseBucket(replicas),
-	}
+	}, fleetBuckets(replicas)...)
 }
 
 // BucketUserIdempotency maps a hashed create idempotency key to the id of

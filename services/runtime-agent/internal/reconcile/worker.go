@@ -711,7 +711,7 @@ func (w *worker) record(ctx context.Context, rep statusReport) error {
 		payload.Workload, payload.ConfigHash = w.cur.workload, w.cur.hash
 	}
 	if w.r.emit != nil {
-		if err := w.r.emit(ctx, subject.ServerEvent(w.id), typ, id, payload); err != nil {
+		if err := w.r.emit(ctx, subject.ServerStatusEvent(w.r.cfg.Node, w.id), typ, id, payload); err != nil {
 			w.log.Error("buffering server event", logkey.Err, err)
 		}
 	}
