@@ -136,15 +136,9 @@ func (j *Jobs) applyRollback(ctx context.Context, b Batch, out *outcome) error {
 		}
 	}
 	if len(dels) > 0 {
-		users, items, err := j.current(ctx, dels, out)
-		if err != nil {
+		if err := j.rollbackDeletes(ctx, b, dels, out); err != nil {
 			return err
 		}
-		res, err := j.reg.BulkDelete(ctx, users)
-		if err != nil {
-			return err
-		}
-		count(res, items, out)
 	}
 	if len(restores) > 0 {
 		users, items, err := j.current(ctx, restores, out)
@@ -178,6 +172,51 @@ func (j *Jobs) applyRollback(ctx context.Context, b Batch, out *outcome) error {
 		}
 		count(res, creates, out)
 	}
+	return nil
+}
+
+// rollbackDeletes deletes the users a job created. The batch's log (key
+// subject.JobAppliedKey of the rollback job; a rollback is never rolled
+// back) lists the users its first run found, written before they are
+// deleted: when the batch is delivered again after a crash, a user on
+// that list and gone now was deleted by the first run and counts as done;
+// one gone already at the first run (someone deleted it) is skipped.
+func (j *Jobs) rollbackDeletes(ctx context.Context, b Batch, dels []Item, out *outcome) error {
+	var gone outcome
+	users, items, err := j.current(ctx, dels, &gone)
+	if err != nil {
+		return err
+	}
+	log := undoLog{Kind: job.KindRollback}
+	for _, u := range users {
+		log.Items = append(log.Items, undoItem{ID: u.ID})
+	}
+	stored, _, err := j.writeUndo(ctx, b, log)
+	if err != nil {
+		return err
+	}
+	found := make(map[string]bool, len(stored.Items))
+	for _, it := range stored.Items {
+		found[it.ID] = true
+	}
+	kept := make(map[string]bool, len(items))
+	for _, it := range items {
+		kept[it.ID] = true
+	}
+	for _, it := range dels {
+		switch {
+		case kept[it.ID]:
+		case found[it.ID]:
+			out.done++ // deleted by an earlier run of this batch
+		default:
+			out.skipped++
+		}
+	}
+	res, err := j.reg.BulkDelete(ctx, users)
+	if err != nil {
+		return err
+	}
+	count(res, items, out)
 	return nil
 }
 

@@ -27,7 +27,8 @@ var ErrPaused = errors.New("job is paused")
 // undoLog is what one batch changes, written before the batch is applied
 // (key subject.JobAppliedKey): created ids, the users as they were before
 // an edit or a delete. A delete adds the revisions of its delete markers
-// once applied.
+// once applied. A rollback's batch lists the users its deletes found at
+// the first run (see rollbackDeletes).
 type undoLog struct {
 	Kind  job.Kind   `json:"kind"`
 	Items []undoItem `json:"items"`
