@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -69,8 +70,33 @@ func (f *fields) add(field, rule string) { *f = append(*f, errs.FieldError{Field
 
 func (f fields) err() error { return errs.Fields(f...) }
 
+// CheckText returns the rule free text breaks (a note, an email address:
+// anything stored as given and later printed on an operator's terminal),
+// or "" when it is acceptable. Control characters (C0 such as ESC, NUL and
+// newline, DEL, C1) would drive the terminal that prints them, and the
+// bidirectional controls make text read as something else, so both are
+// refused; any other printable Unicode is fine.
+func CheckText(s string) string {
+	for i, r := range s {
+		if unicode.IsControl(r) || isBidiControl(r) {
+			return fmt.Sprintf("must not contain control characters (found %U at byte %d)", r, i)
+		}
+	}
+	return ""
+}
+
+// isBidiControl reports whether r is one of the Unicode bidirectional
+// formatting characters (marks, embeddings, overrides, isolates).
+func isBidiControl(r rune) bool {
+	return r == '\u061c' || r == '\u200e' || r == '\u200f' || r >= '\u202a' && r <= '\u202e' || r >= '\u2066' && r <= '\u2069'
+}
+
 func checkEmail(fe *fields, email string) {
 	if email == "" {
+		return
+	}
+	if rule := CheckText(email); rule != "" {
+		fe.add("email", rule)
 		return
 	}
 	if len(email) > maxEmail {
@@ -88,6 +114,8 @@ func checkNote(fe *fields, note string) {
 		fe.add("note", fmt.Sprintf("must be at most %d bytes", maxNote))
 	} else if !utf8.ValidString(note) {
 		fe.add("note", "must be valid UTF-8")
+	} else if rule := CheckText(note); rule != "" {
+		fe.add("note", rule)
 	}
 }
 

@@ -155,3 +155,62 @@ func decodedLen(t testing.TB, key string) int {
 	}
 	return len(b)
 }
+
+// TestFreeTextRejectsControlCharacters: text another operator's terminal
+// prints (note, email) must not carry control characters (ESC starts a
+// terminal escape sequence, NUL truncates it in C tools) or the
+// bidirectional overrides that make it read as something else. Creates,
+// updates and imports are all refused, naming the field.
+func TestFreeTextRejectsControlCharacters(t *testing.T) {
+	const id = "0b9a3bd4-8a4e-4d0b-9f5f-1d0f1c1e2a3b"
+	now := time.Now()
+	bad := map[string]string{
+		"ESC":           "\x1b]0;owned\x07\x1b[2J",
+		"NUL":           "a\x00b",
+		"newline":       "a\nb",
+		"DEL":           "a\x7fb",
+		"C1 CSI":        "a\u009b2Jb",
+		"bidi override": "a\u202eb",
+	}
+	for what, s := range bad {
+		for _, tc := range []struct {
+			field string
+			check func(s string) error
+		}{
+			{"note", func(s string) error {
+				_, err := registry.NewUser(user.CreateRequest{Name: "abc", Note: s}, id, now)
+				return err
+			}},
+			{"email", func(s string) error {
+				_, err := registry.NewUser(user.CreateRequest{Name: "abc", Email: "bob" + s + "@example.com"}, id, now)
+				return err
+			}},
+			{"note", func(s string) error { return registry.CheckUpdate(user.UpdateRequest{ID: id, Note: &s}) }},
+			{"email", func(s string) error {
+				e := "bob" + s + "@example.com"
+				return registry.CheckUpdate(user.UpdateRequest{ID: id, Email: &e})
+			}},
+			{"note", func(s string) error {
+				_, fe := registry.Imported(user.User{ID: id, Name: "abc", Note: s}, false, now)
+				return errs.Fields(fe...)
+			}},
+		} {
+			t.Run(what+" in "+tc.field, func(t *testing.T) {
+				err := tc.check(s)
+				if !errors.Is(err, errs.Invalid) {
+					t.Fatalf("err %v, want Invalid", err)
+				}
+				for _, f := range errs.FieldsOf(err) {
+					if f.Field == tc.field && strings.Contains(f.Rule, "control character") {
+						return
+					}
+				}
+				t.Fatalf("%s not refused for control characters: %v", tc.field, err)
+			})
+		}
+	}
+	// Printable text, non-ASCII included, is fine.
+	if _, err := registry.NewUser(user.CreateRequest{Name: "abc", Note: "café – team b, 東京", Email: "bob@example.com"}, id, now); err != nil {
+		t.Fatal(err)
+	}
+}
