@@ -273,6 +273,7 @@ func TestJobBadInput(t *testing.T) {
 		{"negative limit", "/api/v1/jobs", job.CreateRequest{Kind: job.KindSetLimit, Filter: &job.Filter{Status: "active"}, TrafficLimitBytes: &limit}, "", 400, "invalid", "traffic_limit_bytes"},
 		{"data on a change", "/api/v1/jobs", job.CreateRequest{Kind: job.KindEnable, Data: []byte("x"), Filter: &job.Filter{Status: "active"}}, "", 400, "invalid", "data"},
 		{"unknown json field", "/api/v1/jobs", `{"kind":"import","file":"x"}`, "", 400, "unknown_field", "file"},
+		{"duplicate json key", "/api/v1/jobs", `{"kind":"disable","filter":{"status":"active"},"kind":"delete"}`, "", 400, "duplicate_field", "kind"},
 		{"bad job id", "/api/v1/jobs/a.b", nil, "", 400, "invalid_path", "job"},
 		{"bad state", "/api/v1/jobs?state=sleeping", nil, "", 400, "invalid_query", "state"},
 		{"unknown query on events", "/api/v1/jobs/x/events?kind=user", nil, "", 400, "invalid_query", "kind"},

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,8 +23,10 @@ import (
 )
 
 // DecodeJSON decodes one JSON value of type T from body, read up to limit
-// bytes, refusing unknown fields, trailing data and media types other than
-// JSON. Every failure is a Problem with a precise code: this is where bad
+// bytes, refusing unknown fields, keys sent twice in one object (encoding/json
+// would keep the last, so two readers of one body could disagree), trailing
+// data and media types other than JSON. Every request body goes through it,
+// and every failure is a Problem with a precise code: this is where bad
 // input stops, before anything is sent on NATS.
 func DecodeJSON[T any](body io.Reader, contentType string, limit int64) (T, error) {
 	var v T
@@ -33,20 +36,112 @@ func DecodeJSON[T any](body io.Reader, contentType string, limit int64) (T, erro
 			fmt.Sprintf("the body must be application/json, not %q", contentType),
 			"send the body as JSON with 'Content-Type: application/json'")
 	}
-	lr := &io.LimitedReader{R: body, N: limit + 1}
-	dec := json.NewDecoder(lr)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&v); err != nil {
-		return v, decodeProblem(err, lr, limit)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		if lr.N <= 0 {
+	data, err := io.ReadAll(io.LimitReader(body, limit+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
 			return v, tooLarge(limit)
 		}
+		return v, problem.New(errs.Invalid, problem.CodeMalformedJSON, "the body cannot be read: "+err.Error(), "send the body again")
+	}
+	if int64(len(data)) > limit {
+		return v, tooLarge(limit)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return v, decodeProblem(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return v, problem.New(errs.Invalid, problem.CodeMalformedJSON, "the body holds more than one JSON value",
 			"send exactly one JSON object")
 	}
+	if path, key := duplicateKey(data); key != "" {
+		p := problem.Fields(problem.CodeDuplicateField, errs.FieldError{Field: path, Rule: "must appear once in its object"})
+		p.Detail = fmt.Sprintf("key %q is sent more than once in one object (keys differing only in case name the same field)", key)
+		p.Hint = "send each field once"
+		return v, p
+	}
 	return v, nil
+}
+
+// duplicateKey finds the first key of data that repeats a key of the same
+// object, compared as encoding/json matches fields (ignoring case), and
+// returns its path ("placement.nodes", "inbounds[1].port") and the key as
+// sent; key is "" when every key is unique. data is valid JSON.
+func duplicateKey(data []byte) (path, key string) {
+	type frame struct {
+		object    bool
+		keys      map[string]bool
+		key       string // the object's current key
+		index     int    // the array's current index
+		expectKey bool
+	}
+	var stack []*frame
+	where := func(last string) string {
+		var b strings.Builder
+		for _, f := range stack {
+			if !f.object {
+				fmt.Fprintf(&b, "[%d]", f.index)
+				continue
+			}
+			k := f.key
+			if f == stack[len(stack)-1] {
+				k = last
+			}
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(k)
+		}
+		return b.String()
+	}
+	valueDone := func() {
+		if len(stack) == 0 {
+			return
+		}
+		if f := stack[len(stack)-1]; f.object {
+			f.expectKey = true
+		} else {
+			f.index++
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", "" // the end, or an error the decoder proper reports
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, &frame{object: true, keys: map[string]bool{}, expectKey: true})
+			case '[':
+				stack = append(stack, &frame{})
+			default:
+				stack = stack[:len(stack)-1]
+				valueDone()
+				if len(stack) == 0 {
+					return "", ""
+				}
+			}
+		case string:
+			if f := len(stack); f > 0 && stack[f-1].object && stack[f-1].expectKey {
+				top := stack[f-1]
+				folded := strings.ToLower(t)
+				if top.keys[folded] {
+					return where(t), t
+				}
+				top.keys[folded], top.key, top.expectKey = true, t, false
+				continue
+			}
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
 }
 
 func tooLarge(limit int64) error {
@@ -57,10 +152,7 @@ func tooLarge(limit int64) error {
 
 var unknownField = regexp.MustCompile(`^json: unknown field "(.*)"$`)
 
-func decodeProblem(err error, lr *io.LimitedReader, limit int64) error {
-	if lr.N <= 0 {
-		return tooLarge(limit)
-	}
+func decodeProblem(err error) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	var tpe *time.ParseError

@@ -28,12 +28,12 @@ func EventsQuery(r *http.Request) (sse.Options, error) {
 			}
 		}
 	}
-	from := r.Header.Get("Last-Event-ID")
+	field, from := "Last-Event-ID", r.Header.Get("Last-Event-ID")
 	if from == "" {
-		from = r.URL.Query().Get("since")
+		field, from = "since", r.URL.Query().Get("since")
 	}
 	if from != "" {
-		n, err := sse.ParseID(from)
+		n, err := sse.ParseID(field, from)
 		if err != nil {
 			fe = append(fe, errs.FieldsOf(err)...)
 		}

@@ -28,6 +28,7 @@ const TypePrefix = "urn:vpnfleet:problem:"
 const (
 	CodeMalformedJSON    = "malformed_json"
 	CodeUnknownField     = "unknown_field"
+	CodeDuplicateField   = "duplicate_field"
 	CodeWrongType        = "wrong_type"
 	CodeEmptyBody        = "empty_body"
 	CodeBodyTooLarge     = "body_too_large"
@@ -53,7 +54,7 @@ const (
 var Codes = []string{
 	errs.Invalid.String(), errs.NotFound.String(), errs.Conflict.String(), errs.Unavailable.String(),
 	errs.Unauthorized.String(), errs.Forbidden.String(), errs.Internal.String(),
-	CodeMalformedJSON, CodeUnknownField, CodeWrongType, CodeEmptyBody, CodeBodyTooLarge,
+	CodeMalformedJSON, CodeUnknownField, CodeDuplicateField, CodeWrongType, CodeEmptyBody, CodeBodyTooLarge,
 	CodeUnsupportedMedia, CodeInvalidPath, CodeInvalidQuery, CodeTokenMissing, CodeTokenInvalid,
 	CodeTokenRevoked, CodeTokenExpired, CodeRateLimited, CodeRouteNotFound, CodeMethodNotAllowed,
 	CodeNotAcceptable, CodeMalformedForm, CodeFileTooLarge, CodeInvalidRecords, CodeFilterMatchesNothing,

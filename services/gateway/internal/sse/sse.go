@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -150,11 +151,17 @@ func Format(buf *bytes.Buffer, m jetstream.Msg) {
 	buf.WriteByte('\n')
 }
 
-// ParseID reads a Last-Event-ID value: a stream sequence.
-func ParseID(s string) (uint64, error) {
+// MaxID is the largest id a stream resumes after. A stream starts at the
+// sequence after its resume point, so the largest uint64 would wrap to 0;
+// JetStream sequences stay far below this bound.
+const MaxID = math.MaxInt64
+
+// ParseID reads a resume point sent as field (Last-Event-ID, or ?since=
+// for clients that cannot set the header): a stream sequence, 0-MaxID.
+func ParseID(field, s string) (uint64, error) {
 	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, errs.Field("Last-Event-ID", "must be the id of an event (a stream sequence number)")
+	if err != nil || n > MaxID {
+		return 0, errs.Field(field, "must be the id of an event: a stream sequence number, 0-"+strconv.FormatUint(MaxID, 10))
 	}
 	return n, nil
 }
