@@ -31,7 +31,9 @@ func NewRequests(reg prometheus.Registerer) *Requests {
 	return r
 }
 
-// StatsSource is what Requests reads: a micro.Service, or a wrapper of one.
+// StatsSource is what Requests reads: a micro.Service whose handlers
+// answer before they return (micro measures around its handler), or a
+// bus.Service, which answers on goroutines of its own and measures there.
 type StatsSource interface{ Stats() micro.Stats }
 
 // Add includes s in the metrics.

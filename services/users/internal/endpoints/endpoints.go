@@ -7,10 +7,7 @@ package endpoints
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,88 +30,10 @@ const Version = "1.0.0"
 // own goroutines lets a replica overlap the KV round trips of many.
 const MaxInFlight = 64
 
-// Service is the running micro service.
-type Service struct {
-	svc   micro.Service
-	nc    *nats.Conn
-	name  string
-	slots chan struct{}
-
-	mu       sync.Mutex // orders inFlight.Add before inFlight.Wait
-	stopped  bool
-	inFlight sync.WaitGroup
-}
-
-// Stats reports the micro service's per-endpoint statistics, for the
-// request metrics.
-func (s *Service) Stats() micro.Stats { return s.svc.Stats() }
-
-// Stop stops taking requests and waits for those in flight. Requests the
-// draining subscription still delivers are refused as Unavailable.
-func (s *Service) Stop() error {
-	err := s.svc.Stop()
-	s.mu.Lock()
-	s.stopped = true
-	s.mu.Unlock()
-	s.inFlight.Wait()
-	return err
-}
-
-// concurrent runs h on its own goroutine per request, at most MaxInFlight
-// at once (further requests wait in the subscription).
-func (s *Service) concurrent(h micro.Handler) micro.Handler {
-	return micro.HandlerFunc(func(r micro.Request) {
-		s.slots <- struct{}{}
-		s.mu.Lock()
-		if s.stopped {
-			s.mu.Unlock()
-			<-s.slots
-			_ = r.Error(errs.Code(errs.Unavailable), s.name+" service is stopping", nil)
-			return
-		}
-		s.inFlight.Add(1)
-		s.mu.Unlock()
-		go func() {
-			defer func() { <-s.slots; s.inFlight.Done() }()
-			h.Handle(detached{Request: r, nc: s.nc})
-		}()
-	})
-}
-
-// detached is a request answered after its micro handler returned. It
-// publishes the reply itself: micro's own Respond and Error record the
-// outcome on the request, which micro reads for its stats as soon as the
-// handler returns, so answering through them from another goroutine is a
-// data race. The price is that micro's stats count these requests' errors
-// as successes; logs and the callers see them.
-type detached struct {
-	micro.Request
-	nc *nats.Conn
-}
-
-func (d detached) Respond(data []byte, opts ...micro.RespondOpt) error {
-	m := &nats.Msg{Subject: d.Reply(), Data: data}
-	for _, opt := range opts {
-		opt(m)
-	}
-	if err := d.nc.PublishMsg(m); err != nil {
-		return fmt.Errorf("%w: %w", micro.ErrRespond, err)
-	}
-	return nil
-}
-
-func (d detached) RespondJSON(v any, opts ...micro.RespondOpt) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return micro.ErrMarshalResponse
-	}
-	return d.Respond(data, opts...)
-}
-
-func (d detached) Error(code, description string, data []byte, opts ...micro.RespondOpt) error {
-	h := micro.Headers{micro.ErrorHeader: {description}, micro.ErrorCodeHeader: {code}}
-	return d.Respond(data, append(opts, micro.WithHeaders(h))...)
-}
+// Service is a running micro service. Its requests are handled
+// concurrently, and its statistics (the request metrics) are measured
+// around that handling, not around micro's handler.
+type Service = bus.Service
 
 // handlers binds the endpoints to the core.
 type handlers struct {
@@ -156,20 +75,13 @@ type endpoint struct {
 }
 
 // serve adds a micro service with its endpoints, each on cmd(name) and
-// handled concurrently.
+// handled concurrently, at most MaxInFlight requests at once.
 func serve(nc *nats.Conn, cfg micro.Config, cmd func(string) string, eps []endpoint) (*Service, error) {
-	ms, err := micro.AddService(nc, cfg)
-	if err != nil {
-		return nil, errs.Wrap(errs.Unavailable, err, "adding %s service", cfg.Name)
-	}
-	svc := &Service{svc: ms, nc: nc, name: cfg.Name, slots: make(chan struct{}, MaxInFlight)}
+	out := make([]bus.ServiceEndpoint, 0, len(eps))
 	for _, ep := range eps {
-		if err := ms.AddEndpoint(ep.name, svc.concurrent(ep.h), micro.WithEndpointSubject(cmd(ep.name))); err != nil {
-			_ = svc.Stop()
-			return nil, errs.Wrap(errs.Unavailable, err, "adding %s endpoint %s", cfg.Name, ep.name)
-		}
+		out = append(out, bus.ServiceEndpoint{Name: ep.name, Subject: cmd(ep.name), Handler: ep.h})
 	}
-	return svc, nil
+	return bus.Serve(nc, cfg, MaxInFlight, out)
 }
 
 func (h handlers) get(ctx context.Context, req user.GetRequest) (user.User, error) {
