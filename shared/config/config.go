@@ -108,12 +108,15 @@ func Load(name string, cfg any, args []string, getenv func(string) string, usage
 			fs.Func(f.flag, help, func(s string) error { set[f.flag] = s; return nil })
 		}
 	}
-	fs.Usage = func() { printUsage(usage, name, fs, fields) }
+	// The flag package prints the usage on every parse error; only -h
+	// should, a mistyped flag gets one line naming it.
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return ErrHelp // Parse has printed the usage
+			printUsage(usage, name, fs, fields)
+			return ErrHelp
 		}
-		return errs.New(errs.Invalid, "%s (see %s -h)", strings.TrimPrefix(err.Error(), "flag provided but not defined: "), name)
+		return errs.New(errs.Invalid, "%s (see %s -h)", flagError(err), name)
 	}
 	if fs.NArg() > 0 {
 		return errs.New(errs.Invalid, "unexpected argument %q (see %s -h)", fs.Arg(0), name)
@@ -140,7 +143,7 @@ func Load(name string, cfg any, args []string, getenv func(string) string, usage
 	for _, f := range fields {
 		if s, ok := set[f.flag]; ok {
 			if err := assign(f.v, s); err != nil {
-				return errs.New(errs.Invalid, "flag --%s=%q: %v", f.flag, s, err)
+				return errs.New(errs.Invalid, "flag --%s=%q: %v (see %s -h)", f.flag, s, err, name)
 			}
 		}
 	}
@@ -148,6 +151,19 @@ func Load(name string, cfg any, args []string, getenv func(string) string, usage
 		return v.Validate()
 	}
 	return nil
+}
+
+// flagError rewords the flag package's parse errors the way the rest of
+// the project names flags (--name).
+func flagError(err error) string {
+	msg := err.Error()
+	if n, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		return "unknown flag --" + strings.TrimLeft(n, "-")
+	}
+	if n, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
+		return "flag --" + strings.TrimLeft(n, "-") + " needs a value"
+	}
+	return msg
 }
 
 func loadFile(path string, fields []field) error {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/shared/config"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
 )
 
 type group struct {
@@ -134,5 +135,37 @@ func TestRedactedMasksSecrets(t *testing.T) {
 	r := config.Redacted(&c)
 	if r["token"] != "***" || r["url"] != "u" || r["wait"] != "1s" {
 		t.Fatalf("redacted %v", r)
+	}
+}
+
+// TestBadFlagIsOneLine: a mistyped flag gets one line naming it and exit
+// code 2, not the whole usage (which -h prints).
+func TestBadFlagIsOneLine(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bogus"}, "unknown flag --bogus"},
+		{[]string{"-bogus=1"}, "unknown flag --bogus"},
+		{[]string{"--port"}, "flag --port needs a value"},
+		{[]string{"--verbose=maybe"}, "--verbose"},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var usage, stderr bytes.Buffer
+			var c testConfig
+			err := config.Load("t", &c, tt.args, env(nil), &usage)
+			if usage.Len() > 0 {
+				t.Fatalf("usage printed for a bad flag:\n%s", usage.String())
+			}
+			if !errors.Is(err, errs.Invalid) {
+				t.Fatalf("err %v, want Invalid", err)
+			}
+			if code := lifecycle.ExitCode(&stderr, "t", err); code != 2 {
+				t.Fatalf("exit code %d, want 2", code)
+			}
+			if got := stderr.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, tt.want) || !strings.Contains(got, "t -h") {
+				t.Fatalf("stderr %q: want one line naming %q and pointing at t -h", got, tt.want)
+			}
+		})
 	}
 }
