@@ -37,9 +37,8 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
 
-## run: build and start vpnd (embedded NATS, API on http://127.0.0.1:8080, data in ./data)
+## run: build and start vpnd (embedded NATS, data in ./data); its "vpnd ready" log line says where the API listens (http://127.0.0.1:8080 unless ARGS say otherwise)
 run: build xray
-	@echo "vpnd: starting; API on http://127.0.0.1:8080 (GET /healthz, /readyz), data in ./data. Ctrl-C stops it."
 	$(BIN)/vpnd $(ARGS)
 
 ## xray: build the pinned Xray-core into bin/xray
