@@ -39,6 +39,7 @@ type Config struct {
 	PublicRateBurst int           `flag:"public-rate-burst" env:"VPN_GATEWAY_PUBLIC_RATE_BURST" help:"burst of subscription requests per client address"`
 	TokenCacheTTL   time.Duration `flag:"token-cache-ttl" env:"VPN_GATEWAY_TOKEN_CACHE_TTL" help:"how long a token is trusted before it is read again (revocations elsewhere take this long)"`
 	EventsPing      time.Duration `flag:"events-ping" env:"VPN_GATEWAY_EVENTS_PING" help:"keep-alive interval of event streams"`
+	MaxStreams      int           `flag:"max-streams-per-token" env:"VPN_GATEWAY_MAX_STREAMS_PER_TOKEN" help:"event streams one API token may hold open at once"`
 	AdminTokenFile  string        `flag:"admin-token-file" env:"VPN_GATEWAY_ADMIN_TOKEN_FILE" help:"on first start (no token exists), create an admin token and write it to this file, 0600 (empty: do not)"`
 }
 
@@ -55,6 +56,7 @@ func Defaults() Config {
 		PublicRateBurst: 20,
 		TokenCacheTTL:   5 * time.Second,
 		EventsPing:      15 * time.Second,
+		MaxStreams:      8,
 	}
 }
 
@@ -69,6 +71,9 @@ func (c Config) Validate() error {
 	}
 	if c.RateLimit < 0 || c.PublicRateLimit < 0 {
 		fe = append(fe, errs.FieldError{Field: "rate_limit", Rule: "must not be negative"})
+	}
+	if c.MaxStreams < 1 {
+		fe = append(fe, errs.FieldError{Field: "max_streams_per_token", Rule: "must be at least 1"})
 	}
 	if c.TokenCacheTTL < 0 {
 		fe = append(fe, errs.FieldError{Field: "token_cache_ttl", Rule: "must not be negative"})
@@ -100,6 +105,9 @@ func New(env svc.Env, cfg Config) *Gateway {
 	if cfg.EventsPing <= 0 {
 		cfg.EventsPing = d.EventsPing
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = d.MaxStreams
+	}
 	return &Gateway{api: api.New(env, api.Config{
 		Version:             version.Version,
 		PublicURL:           cfg.PublicURL,
@@ -112,6 +120,7 @@ func New(env svc.Env, cfg Config) *Gateway {
 		PublicRateBurst:     cfg.PublicRateBurst,
 		TokenCacheTTL:       cfg.TokenCacheTTL,
 		EventsPing:          cfg.EventsPing,
+		MaxStreamsPerToken:  cfg.MaxStreams,
 	})}
 }
 

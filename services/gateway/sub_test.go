@@ -1,9 +1,7 @@
 package gateway_test
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -131,49 +129,19 @@ func TestLinksAndQR(t *testing.T) {
 // sseEvent is one parsed Server-Sent Event.
 type sseEvent struct{ id, typ, data string }
 
-// openEvents opens the event stream and returns a channel of its events.
+// openEvents opens the event stream as a viewer and returns a channel of
+// its events.
 func (h *harness) openEvents(t *testing.T, query, lastID string) (<-chan sseEvent, func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.url+"/api/v1/events"+query, nil)
-	req.Header.Set("Authorization", "Bearer "+h.tokens["viewer"])
+	var hdr []string
 	if lastID != "" {
-		req.Header.Set("Last-Event-ID", lastID)
+		hdr = []string{"Last-Event-ID", lastID}
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
+	s := h.openStream("viewer", "/api/v1/events"+query, hdr...)
+	if s.status != http.StatusOK {
+		t.Fatalf("events: %d %+v", s.status, s.prob)
 	}
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
-		cancel()
-		t.Fatalf("events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
-	}
-	ch := make(chan sseEvent, 64)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer close(ch)
-		sc := bufio.NewScanner(resp.Body)
-		var e sseEvent
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if e.data != "" {
-					ch <- e
-				}
-				e = sseEvent{}
-			case strings.HasPrefix(line, "id: "):
-				e.id = line[4:]
-			case strings.HasPrefix(line, "event: "):
-				e.typ = line[7:]
-			case strings.HasPrefix(line, "data: "):
-				e.data += line[6:]
-			}
-		}
-	}()
-	return ch, func() { cancel(); resp.Body.Close(); <-done }
+	return s.events, s.close
 }
 
 func next(t *testing.T, ch <-chan sseEvent) sseEvent {

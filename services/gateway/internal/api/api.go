@@ -60,6 +60,9 @@ type Config struct {
 	TokenCacheTTL time.Duration
 	// EventsPing is the keep-alive interval of event streams.
 	EventsPing time.Duration
+	// MaxStreamsPerToken caps the event streams one token holds open at
+	// once (<= 0: no cap).
+	MaxStreamsPerToken int
 }
 
 // Server is the API.
@@ -72,6 +75,7 @@ type Server struct {
 	subs    *sub.Tokens
 	limit   *auth.Limiter
 	public  *auth.Limiter
+	streams *auth.Slots
 	metrics *metrics
 	routes  []Route
 	doc     []byte
@@ -115,6 +119,7 @@ func New(env svc.Env, cfg Config) *Server {
 		subs:    sub.NewTokens(env.JS),
 		limit:   auth.NewLimiter(cfg.RatePerSecond, cfg.RateBurst),
 		public:  auth.NewLimiter(cfg.PublicRatePerSecond, cfg.PublicRateBurst),
+		streams: auth.NewSlots(cfg.MaxStreamsPerToken),
 		metrics: newMetrics(env.Metrics),
 		stop:    make(chan struct{}),
 	}

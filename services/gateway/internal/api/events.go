@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/problem"
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/sse"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 )
 
@@ -51,9 +53,29 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	o.Ping = s.cfg.EventsPing
-	c, err := sse.Open(r.Context(), s.env.JS, o)
+	return s.stream(w, r, o)
+}
+
+// stream serves one event stream: it takes one of the caller's stream
+// slots (429 too_many_streams when every one is held), opens the consumer,
+// serves it, and deletes the consumer when the stream ends, however it
+// ends, so streams that come and go leave no consumers behind.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, o sse.Options) error {
+	release, ok := s.streams.Acquire(infoOf(r).tok.ID)
+	if !ok {
+		return problem.WithStatus(http.StatusTooManyRequests, errs.Unavailable, problem.CodeTooManyStreams,
+			fmt.Sprintf("this token already holds %d open event streams, the most one token may", s.streams.Max()),
+			"close one of this token's event streams (GET /api/v1/events or /api/v1/jobs/{job}/events) before opening another, or use another token")
+	}
+	defer release()
+	st, err := sse.Open(r.Context(), s.env.JS, o)
 	if err != nil {
 		return err
 	}
-	return sse.Serve(r.Context(), w, c, o, s.stop)
+	defer func() {
+		if err := st.Close(r.Context()); err != nil {
+			s.log.Warn("closing event stream", logkey.Path, r.URL.Path, logkey.Err, err)
+		}
+	}()
+	return st.Serve(r.Context(), w, s.stop)
 }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/openapi"
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/problem"
-	"github.com/vpnfleet/vpnfleet/services/gateway/internal/sse"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/job"
@@ -437,11 +436,7 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	o.Subjects, o.Last, o.EndAfter, o.Ping = []string{subj}, !o.Resume, event.JobFinished, s.cfg.EventsPing
-	c, err := sse.Open(r.Context(), s.env.JS, o)
-	if err != nil {
-		return err
-	}
-	return sse.Serve(r.Context(), w, c, o, s.stop)
+	return s.stream(w, r, o)
 }
 
 // lastEventSeq is the stream sequence of the last event on subj (0: none).

@@ -48,3 +48,40 @@ func (l *Limiter) Allow(key string) (bool, time.Duration) {
 	}
 	return true, 0
 }
+
+// Slots caps how many long-lived responses (event streams) each key holds
+// at once. Unlike a rate, it counts what is open now: a stream takes a
+// slot when it opens and gives it back when it ends.
+type Slots struct {
+	max int
+
+	mu   sync.Mutex
+	held map[string]int
+}
+
+// NewSlots allows max concurrent holders per key; max <= 0 means no cap.
+func NewSlots(max int) *Slots { return &Slots{max: max, held: map[string]int{}} }
+
+// Max is the cap per key (<= 0: none).
+func (s *Slots) Max() int { return s.max }
+
+// Acquire takes a slot for key and returns the func that gives it back,
+// or false when key holds every slot already.
+func (s *Slots) Acquire(key string) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.max > 0 && s.held[key] >= s.max {
+		return nil, false
+	}
+	s.held[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.held[key]--; s.held[key] <= 0 {
+				delete(s.held, key)
+			}
+		})
+	}, true
+}

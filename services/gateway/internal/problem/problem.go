@@ -40,6 +40,7 @@ const (
 	CodeTokenRevoked     = "token_revoked"
 	CodeTokenExpired     = "token_expired"
 	CodeRateLimited      = "rate_limited"
+	CodeTooManyStreams   = "too_many_streams"
 	CodeRouteNotFound    = "route_not_found"
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeNotAcceptable    = "not_acceptable"
@@ -56,7 +57,7 @@ var Codes = []string{
 	errs.Unauthorized.String(), errs.Forbidden.String(), errs.Internal.String(),
 	CodeMalformedJSON, CodeUnknownField, CodeDuplicateField, CodeWrongType, CodeEmptyBody, CodeBodyTooLarge,
 	CodeUnsupportedMedia, CodeInvalidPath, CodeInvalidQuery, CodeTokenMissing, CodeTokenInvalid,
-	CodeTokenRevoked, CodeTokenExpired, CodeRateLimited, CodeRouteNotFound, CodeMethodNotAllowed,
+	CodeTokenRevoked, CodeTokenExpired, CodeRateLimited, CodeTooManyStreams, CodeRouteNotFound, CodeMethodNotAllowed,
 	CodeNotAcceptable, CodeMalformedForm, CodeFileTooLarge, CodeInvalidRecords, CodeFilterMatchesNothing,
 }
 

@@ -7,6 +7,7 @@ package sse
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -45,10 +46,23 @@ type Options struct {
 	Ping time.Duration
 }
 
+// InactiveThreshold is how long JetStream keeps a stream's consumer after
+// its last pull: a backstop for a gateway that dies without closing its
+// streams (Close deletes the consumer at once).
+const InactiveThreshold = time.Minute
+
+// Stream is one client's read of EVENTS: an ordered consumer on the
+// server, which Close deletes. Every opened Stream must be closed.
+type Stream struct {
+	js jetstream.JetStream
+	c  jetstream.Consumer
+	o  Options
+}
+
 // Open creates the ordered consumer a stream reads; its errors come before
 // any byte is written, so the caller can still answer with a problem.
-func Open(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.Consumer, error) {
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy}
+func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Stream, error) {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy, InactiveThreshold: InactiveThreshold}
 	for _, k := range o.Kinds {
 		cfg.FilterSubjects = append(cfg.FilterSubjects, subject.EventsOfKind(k))
 	}
@@ -69,11 +83,29 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.Con
 	if err != nil {
 		return nil, errs.Wrap(errs.Unavailable, err, "opening a consumer on %s", subject.StreamEvents)
 	}
-	return c, nil
+	return &Stream{js: js, c: c, o: o}, nil
 }
 
-// Serve writes the events of c to w until ctx ends or stop is closed.
-func Serve(ctx context.Context, w http.ResponseWriter, c jetstream.Consumer, o Options, stop <-chan struct{}) error {
+// Close deletes the stream's consumer on the server, so a client that
+// opens and drops streams leaves nothing behind. It runs under its own
+// short deadline: the request's context has usually ended by now.
+func (s *Stream) Close(ctx context.Context) error {
+	info := s.c.CachedInfo()
+	if info == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err := s.js.DeleteConsumer(ctx, subject.StreamEvents, info.Name)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return errs.Wrap(errs.Unavailable, err, "deleting consumer %s on %s", info.Name, subject.StreamEvents)
+	}
+	return nil
+}
+
+// Serve writes the stream's events to w until ctx ends or stop is closed.
+func (s *Stream) Serve(ctx context.Context, w http.ResponseWriter, stop <-chan struct{}) error {
+	o := s.o
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		return errs.New(errs.Internal, "response writer cannot flush")
@@ -81,7 +113,7 @@ func Serve(ctx context.Context, w http.ResponseWriter, c jetstream.Consumer, o O
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	msgs := make(chan jetstream.Msg)
-	cc, err := c.Consume(func(m jetstream.Msg) {
+	cc, err := s.c.Consume(func(m jetstream.Msg) {
 		select {
 		case msgs <- m:
 		case <-ctx.Done():
