@@ -40,6 +40,7 @@ type Config struct {
 	TokenCacheTTL   time.Duration `flag:"token-cache-ttl" env:"VPN_GATEWAY_TOKEN_CACHE_TTL" help:"how long a token is trusted before it is read again (revocations elsewhere take this long)"`
 	EventsPing      time.Duration `flag:"events-ping" env:"VPN_GATEWAY_EVENTS_PING" help:"keep-alive interval of event streams"`
 	MaxStreams      int           `flag:"max-streams-per-token" env:"VPN_GATEWAY_MAX_STREAMS_PER_TOKEN" help:"event streams one API token may hold open at once"`
+	AuditWindow     time.Duration `flag:"audit-refusal-window" env:"VPN_GATEWAY_AUDIT_REFUSAL_WINDOW" help:"refused calls (4xx) of one token, action and status within this window are audited as the first one and one summary with their count"`
 	AdminTokenFile  string        `flag:"admin-token-file" env:"VPN_GATEWAY_ADMIN_TOKEN_FILE" help:"on first start (no token exists), create an admin token and write it to this file, 0600 (empty: do not)"`
 }
 
@@ -57,6 +58,7 @@ func Defaults() Config {
 		TokenCacheTTL:   5 * time.Second,
 		EventsPing:      15 * time.Second,
 		MaxStreams:      8,
+		AuditWindow:     time.Minute,
 	}
 }
 
@@ -71,6 +73,9 @@ func (c Config) Validate() error {
 	}
 	if c.RateLimit < 0 || c.PublicRateLimit < 0 {
 		fe = append(fe, errs.FieldError{Field: "rate_limit", Rule: "must not be negative"})
+	}
+	if c.AuditWindow <= 0 {
+		fe = append(fe, errs.FieldError{Field: "audit_refusal_window", Rule: "must be positive"})
 	}
 	if c.MaxStreams < 1 {
 		fe = append(fe, errs.FieldError{Field: "max_streams_per_token", Rule: "must be at least 1"})
@@ -108,6 +113,9 @@ func New(env svc.Env, cfg Config) *Gateway {
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = d.MaxStreams
 	}
+	if cfg.AuditWindow <= 0 {
+		cfg.AuditWindow = d.AuditWindow
+	}
 	return &Gateway{api: api.New(env, api.Config{
 		Version:             version.Version,
 		PublicURL:           cfg.PublicURL,
@@ -121,6 +129,7 @@ func New(env svc.Env, cfg Config) *Gateway {
 		TokenCacheTTL:       cfg.TokenCacheTTL,
 		EventsPing:          cfg.EventsPing,
 		MaxStreamsPerToken:  cfg.MaxStreams,
+		AuditWindow:         cfg.AuditWindow,
 	})}
 }
 

@@ -24,6 +24,11 @@ type Audit struct {
 	Code   string    `json:"code,omitempty"`
 	Remote string    `json:"remote,omitempty"`
 	Time   time.Time `json:"time"`
+	// Count, when above 1, makes the record a summary: it stands for that
+	// many refusals (4xx) of one actor, action and status within a window,
+	// after the first of them, which has its own record. Time and ID are
+	// the last one's. Zero or 1 is one call.
+	Count int `json:"count,omitempty"`
 }
 
 // The results of an audited call.

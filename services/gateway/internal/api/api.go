@@ -29,7 +29,6 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/sub"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
-	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/svc"
@@ -63,22 +62,26 @@ type Config struct {
 	// MaxStreamsPerToken caps the event streams one token holds open at
 	// once (<= 0: no cap).
 	MaxStreamsPerToken int
+	// AuditWindow is the window refusals are summarised over in the audit
+	// trail (<= 0: each refusal is recorded alone).
+	AuditWindow time.Duration
 }
 
 // Server is the API.
 type Server struct {
-	cfg     Config
-	env     svc.Env
-	log     *slog.Logger
-	mux     *http.ServeMux
-	tokens  *auth.Store
-	subs    *sub.Tokens
-	limit   *auth.Limiter
-	public  *auth.Limiter
-	streams *auth.Slots
-	metrics *metrics
-	routes  []Route
-	doc     []byte
+	cfg      Config
+	env      svc.Env
+	log      *slog.Logger
+	mux      *http.ServeMux
+	tokens   *auth.Store
+	subs     *sub.Tokens
+	limit    *auth.Limiter
+	public   *auth.Limiter
+	streams  *auth.Slots
+	refusals *refusals
+	metrics  *metrics
+	routes   []Route
+	doc      []byte
 
 	kvMu    sync.Mutex
 	nodesKV jetstream.KeyValue
@@ -123,6 +126,7 @@ func New(env svc.Env, cfg Config) *Server {
 		metrics: newMetrics(env.Metrics),
 		stop:    make(chan struct{}),
 	}
+	s.refusals = newRefusals(cfg.AuditWindow, s.publishAudit)
 	s.routes = s.table()
 	ops := make([]openapi.Operation, len(s.routes))
 	for i, rt := range s.routes {
@@ -147,8 +151,14 @@ func (s *Server) Mux() *http.ServeMux { return s.mux }
 func (s *Server) Tokens() *auth.Store { return s.tokens }
 
 // Close ends long-lived responses (event streams, followed logs), so a
-// graceful HTTP shutdown does not wait for them.
-func (s *Server) Close() { s.stopOnce.Do(func() { close(s.stop) }) }
+// graceful HTTP shutdown does not wait for them, and records the summaries
+// of refusals whose audit window is still open.
+func (s *Server) Close() {
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.refusals.close()
+	})
+}
 
 // reqInfo is what the wrapper and handlers learn about one request.
 type reqInfo struct {
@@ -364,36 +374,6 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
-}
-
-// audit publishes who did what to what, and how it ended, on EVENTS.
-func (s *Server) audit(r *http.Request, rt Route, info *reqInfo) {
-	status := info.rec.status
-	result := event.AuditOK
-	switch {
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		result = event.AuditDenied
-	case status >= 400:
-		result = event.AuditError
-	}
-	target := info.target
-	if target == "" && len(rt.params) > 0 {
-		target = rt.params[0] + "/" + r.PathValue(rt.params[0])
-	}
-	a := event.Audit{
-		ID: info.id, Actor: info.tok.ID, ActorName: info.tok.Name, Role: string(info.tok.Role),
-		Action: rt.ID, Target: target, Result: result, Status: status, Code: info.code,
-		Remote: clientIP(r), Time: time.Now().UTC(),
-	}
-	env, err := event.New(event.AuditRecorded, "audit:"+info.id, "gateway", a)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.UpstreamTimeout)
-		_, err = bus.PublishEvent(ctx, s.env.JS, subject.AuditEvent(info.tok.ID), env)
-		cancel()
-	}
-	if err != nil {
-		s.log.Error("publishing audit record", "action", rt.ID, logkey.Err, err)
-	}
 }
 
 // writeJSON writes v with status.
