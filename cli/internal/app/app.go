@@ -105,6 +105,7 @@ func (a *app) root() *cobra.Command {
 
 Start vpnd with 'make run', then 'vpn init' deploys a first VLESS+Reality
 server and a first user. 'vpn login' points vpn at another gateway.`,
+		Example:       "  vpn init\n  vpn users create alice --limit 50GiB\n  vpn users link alice --qr\n  vpn --url https://vpn.example.com users list -o json",
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -176,15 +177,16 @@ func (a *app) printer() output.Printer {
 // read), unless --quiet.
 func (a *app) info(format string, args ...any) {
 	if !a.quiet {
-		fmt.Fprintf(a.env.Stderr, format+"\n", args...)
+		fmt.Fprintln(a.env.Stderr, output.Sprintf(format, args...))
 	}
 }
 
 func (a *app) versionCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the vpn version",
-		Args:  args(0, "no arguments"),
+		Use:     "version",
+		Short:   "Print the vpn version",
+		Example: "  vpn version\n  vpn version -o json",
+		Args:    args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p := a.printer()
 			if p.Structured() {

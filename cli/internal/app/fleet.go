@@ -30,11 +30,13 @@ type nodeView struct {
 }
 
 func (a *app) nodesCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "nodes", Aliases: []string{"node"}, Short: "List the hosts whose agents serve VPN users"}
+	cmd := &cobra.Command{Use: "nodes", Aliases: []string{"node"}, Short: "List the hosts whose agents serve VPN users",
+		Example: "  vpn nodes list\n  vpn nodes stats fra-1 --from 24h"}
 	cmd.AddCommand(&cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List nodes with their health (from the health service, else the agent's heartbeat)",
+		Example: "  vpn nodes list\n  vpn nodes list -o json",
 		Args:    args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ns, err := a.listNodes(cmd)
@@ -187,7 +189,8 @@ func (a *app) pickNode(cmd *cobra.Command, want string) (string, error) {
 }
 
 func (a *app) serversCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "servers", Aliases: []string{"server", "s"}, Short: "Deploy and manage VPN servers on nodes"}
+	cmd := &cobra.Command{Use: "servers", Aliases: []string{"server", "s"}, Short: "Deploy and manage VPN servers on nodes",
+		Example: "  vpn servers deploy reality --port 8443 --dest www.microsoft.com:443\n  vpn servers list\n  vpn servers logs reality -f"}
 	var d deployFlags
 	deploy := &cobra.Command{
 		Use:     "deploy NAME",
@@ -205,7 +208,7 @@ func (a *app) serversCmd() *cobra.Command {
 			}
 			var s server.Server
 			if err := c.Do(cmd.Context(), client.Request{Method: http.MethodPost, Path: "/api/v1/servers", Body: d.request(argv[0], nodeID)}, &s); err != nil {
-				return err
+				return onConflict(err, "", "a server on node "+nodeID+" already has that name or port; pick another (`vpn servers list --node "+nodeID+"` shows what is taken)")
 			}
 			return a.printServer(s)
 		},
@@ -217,6 +220,7 @@ func (a *app) serversCmd() *cobra.Command {
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List servers",
+		Example: "  vpn servers list\n  vpn servers list -q",
 		Args:    args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.client()
@@ -243,6 +247,7 @@ func (a *app) serversCmd() *cobra.Command {
 		Use:     "show SERVER",
 		Aliases: []string{"get"},
 		Short:   "Show a server (by id or name)",
+		Example: "  vpn servers show reality\n  vpn servers show reality -o yaml",
 		Args:    args(1, "one server id or name"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
@@ -260,6 +265,7 @@ func (a *app) serversCmd() *cobra.Command {
 		Use:     "remove SERVER",
 		Aliases: []string{"rm", "delete"},
 		Short:   "Remove a server; its agent stops it",
+		Example: "  vpn servers remove reality",
 		Args:    args(1, "one server id or name"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
@@ -274,9 +280,10 @@ func (a *app) serversCmd() *cobra.Command {
 		},
 	}
 	restart := &cobra.Command{
-		Use:   "restart SERVER",
-		Short: "Restart a server's workload on its node",
-		Args:  args(1, "one server id or name"),
+		Use:     "restart SERVER",
+		Short:   "Restart a server's workload on its node",
+		Example: "  vpn servers restart reality",
+		Args:    args(1, "one server id or name"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
 			if err != nil {
@@ -301,9 +308,10 @@ func (a *app) logsCmd() *cobra.Command {
 	var follow, stamps bool
 	var tail int
 	cmd := &cobra.Command{
-		Use:   "logs SERVER",
-		Short: "Print a server's output (-f follows it)",
-		Args:  args(1, "one server id or name"),
+		Use:     "logs SERVER",
+		Short:   "Print a server's output (-f follows it)",
+		Example: "  vpn servers logs reality --tail 50\n  vpn servers logs reality -f --timestamps",
+		Args:    args(1, "one server id or name"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
 			if err != nil {
@@ -319,10 +327,10 @@ func (a *app) logsCmd() *cobra.Command {
 					return
 				}
 				if stamps && !l.Time.IsZero() {
-					fmt.Fprintf(a.env.Stdout, "%s %s\n", l.Time.UTC().Format(time.RFC3339Nano), l.Text)
+					fmt.Fprintf(a.env.Stdout, "%s %s\n", l.Time.UTC().Format(time.RFC3339Nano), output.Escape(l.Text))
 					return
 				}
-				fmt.Fprintln(a.env.Stdout, l.Text)
+				fmt.Fprintln(a.env.Stdout, output.Escape(l.Text))
 			}
 			if !follow {
 				var r node.LogsReply

@@ -1,9 +1,12 @@
 package app
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -195,12 +198,14 @@ func (a *app) usersUsageCmd() *cobra.Command {
 }
 
 func (a *app) alertsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "alerts", Aliases: []string{"alert"}, Short: "List and acknowledge alerts (from the health service)"}
+	cmd := &cobra.Command{Use: "alerts", Aliases: []string{"alert"}, Short: "List and acknowledge alerts (from the health service)",
+		Example: "  vpn alerts list\n  vpn alerts ack 3fa2b1c4 --comment 'rebooting fra-1'"}
 	var status, severity, nodeID string
 	list := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List alerts, most recent first (firing by default)",
+		Example: "  vpn alerts list\n  vpn alerts list --status all --severity critical --node fra-1",
 		Args:    args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.client()
@@ -235,14 +240,24 @@ func (a *app) alertsCmd() *cobra.Command {
 	ack := &cobra.Command{
 		Use:   "ack ID",
 		Short: "Acknowledge an alert (until it fires again)",
-		Args:  args(1, "one alert id (see `vpn alerts list`)"),
+		Long: `Acknowledge an alert until it fires again.
+
+ID is the alert's id or, as git takes commits, any prefix of it of at least
+` + strconv.Itoa(minAlertPrefix) + ` characters that no other alert's id starts with (a narrow
+'vpn alerts list' cuts ids short).`,
+		Example: "  vpn alerts ack 3fa2b1c4\n  vpn alerts ack 3fa2b1c4d5e6f708192a3b4c5d6e7f80 --comment 'rebooting fra-1'",
+		Args:    args(1, "one alert id (see `vpn alerts list`)"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
+			id, err := alertID(cmd.Context(), c, argv[0])
+			if err != nil {
+				return err
+			}
 			var al event.Alert
-			req := client.Request{Method: http.MethodPost, Path: "/api/v1/alerts/" + url.PathEscape(argv[0]) + "/ack", Body: map[string]string{"comment": comment}}
+			req := client.Request{Method: http.MethodPost, Path: "/api/v1/alerts/" + url.PathEscape(id) + "/ack", Body: map[string]string{"comment": comment}}
 			if err := c.Do(cmd.Context(), req, &al); err != nil {
 				return err
 			}
@@ -256,4 +271,38 @@ func (a *app) alertsCmd() *cobra.Command {
 	ack.Flags().StringVar(&comment, "comment", "", "why, for the others")
 	cmd.AddCommand(list, ack)
 	return cmd
+}
+
+// minAlertPrefix is the shortest alert id prefix ack takes, as git's
+// shortest commit abbreviation.
+const minAlertPrefix = 4
+
+// alertID resolves an alert id given whole or as a prefix that only one
+// alert's id starts with (a trailing "…", as a cut table cell ends, is
+// dropped). An id no alert starts with goes to the gateway as given, which
+// says it does not exist.
+func alertID(ctx context.Context, c *client.Client, given string) (string, error) {
+	prefix := strings.TrimSuffix(given, "…")
+	var r event.AlertsReply
+	if err := c.Get(ctx, "/api/v1/alerts", url.Values{"status": {"all"}}, &r); err != nil {
+		return "", err
+	}
+	var matches []string
+	for _, al := range r.Alerts {
+		switch {
+		case al.Fingerprint == prefix:
+			return prefix, nil
+		case strings.HasPrefix(al.Fingerprint, prefix) && !slices.Contains(matches, al.Fingerprint):
+			matches = append(matches, al.Fingerprint)
+		}
+	}
+	switch {
+	case len(matches) == 0:
+		return prefix, nil
+	case len(prefix) < minAlertPrefix:
+		return "", usagef("alert id %q is too short: give at least %d characters of it", given, minAlertPrefix)
+	case len(matches) > 1:
+		return "", usagef("alert id %q is ambiguous: %s start with it; give more characters", given, strings.Join(matches, ", "))
+	}
+	return matches[0], nil
 }

@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -102,6 +103,25 @@ func TestHealthCommands(t *testing.T) {
 	}
 	if r := h.run("alerts", "ack", "nosuchalert"); r.err == nil || !strings.Contains(r.err.Error(), "no alert nosuchalert") {
 		t.Fatalf("ack of an unknown alert: %v", r.err)
+	}
+
+	// A narrow terminal cuts the ids in the table; ack takes what it shows,
+	// and any unique prefix of at least 4 characters, as git does.
+	h.env["COLUMNS"] = "60"
+	lines := strings.Split(h.must("alerts", "list", "--node", "node-b", "--severity", "critical").stdout, "\n")
+	cell := strings.Fields(lines[1])[0]
+	if !strings.HasSuffix(cell, "…") || !strings.HasPrefix(id, strings.TrimSuffix(cell, "…")) {
+		t.Fatalf("the table does not cut id %s: %q", id, lines[1])
+	}
+	h.env["COLUMNS"] = "100"
+	for _, given := range []string{cell, strings.TrimSuffix(cell, "…"), id[:4], id[:12]} {
+		if r := h.run("alerts", "ack", given); r.err != nil || !strings.Contains(r.stdout, "alert "+id) {
+			t.Fatalf("ack %q: %v %q", given, r.err, r.stdout)
+		}
+	}
+	var ue *app.UsageError
+	if r := h.run("alerts", "ack", id[:3]); !errors.As(r.err, &ue) || !strings.Contains(r.err.Error(), "at least 4 characters") {
+		t.Fatalf("ack of a 3-character prefix: %v", r.err)
 	}
 }
 

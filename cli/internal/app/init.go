@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vpnfleet/vpnfleet/cli/internal/client"
+	"github.com/vpnfleet/vpnfleet/cli/internal/output"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
@@ -140,7 +141,7 @@ when already done, so init can be run again. Interactive on a terminal;
 				if err != nil {
 					return err
 				}
-				fmt.Fprint(a.env.Stdout, string(text))
+				fmt.Fprint(a.env.Stdout, output.EscapeLines(string(text)))
 				a.info("scan it with a VLESS+Reality client (v2rayNG, Hiddify, Streisand); more users: `vpn users create NAME`")
 				return nil
 			}

@@ -50,7 +50,7 @@ func (jr *jobRun) register(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.BoolVar(&jr.dryRun, "dry-run", false, "validate only: print the report, change nothing")
 	f.StringVar(&jr.policy, "policy", "continue", "what a failed item does: continue (collect failures) or stop (end the job)")
-	f.BoolVar(&jr.detach, "detach", false, "print the job id and return at once (watch it with `vpn jobs watch ID`)")
+	f.BoolVar(&jr.detach, "detach", false, "print the job id and return at once (watch it with 'vpn jobs watch ID')")
 	f.StringVar(&jr.key, "idempotency-key", "", "makes a retried start return the job the first attempt started")
 }
 
@@ -75,6 +75,28 @@ export (vpn users list -o json), Marzban's GET /api/users body, or the Rust
 predecessor's users/ directory (tarred here) or a tar(.gz) of it; "-" reads
 stdin. The whole file is validated first: with problems nothing is applied
 (--dry-run prints them as a table; --skip-invalid applies the valid records).
+
+CSV columns: a header row names them, in any order and any case; only name
+is required, and an empty cell leaves its field unset. Lists take ";" or "|"
+between items.
+  name                 3-32 characters of A-Z a-z 0-9 _ -
+  email                contact address
+  note                 free text
+  status               active (default), disabled, limited, expired or on_hold
+  protocols            vless-reality;shadowsocks-2022;socks5;http (default: all)
+  traffic_limit_bytes  whole bytes; 0 is unlimited
+  limit_reset          none, day, week, month or year
+  expires_at           RFC 3339 (2026-01-02T15:04:05Z) or a date (2026-01-02)
+  on_hold_days         with status on_hold: days of validity from first use
+  nodes                serve only on these nodes (default: every node)
+  groups               serve on the nodes of these groups
+  id                   the user's id (a UUIDv4); generated when absent
+  vless_uuid, shadowsocks_method, shadowsocks_key, socks5_password,
+  http_password        credentials to keep, so existing links go on working;
+                       generated when absent
+For example:
+  name,email,traffic_limit_bytes,expires_at,protocols
+  alice,alice@example.com,53687091200,2026-12-31,vless-reality;shadowsocks-2022
 
 Ctrl-C stops watching, not the job: reattach with 'vpn jobs watch ID'.`,
 		Example: "  vpn users import users.csv --dry-run\n  vpn users import /opt/vpn/users --format seed-rust\n  vpn users import marzban.json --skip-invalid",
@@ -205,19 +227,20 @@ func importForm(data []byte, name, format string, jr jobRun, skipInvalid bool) (
 
 // bulkKinds are the changes by filter, as the CLI names them.
 var bulkKinds = []struct {
-	use   string
-	kind  job.Kind
-	short string
+	use     string
+	kind    job.Kind
+	short   string
+	example string // arguments after "vpn users bulk <use>"
 }{
-	{"disable", job.KindDisable, "Switch off every user the filter selects"},
-	{"enable", job.KindEnable, "Switch on every user the filter selects"},
-	{"delete", job.KindDelete, "Delete every user the filter selects (a rollback brings them back with the same links)"},
-	{"extend", job.KindExtend, "Move the expiry of every selected user by --by (users that never expire are skipped)"},
-	{"set-expiry", job.KindSetExpiry, "Set the expiry of every selected user to --expires"},
-	{"set-limit", job.KindSetLimit, "Set the traffic limit of every selected user to --limit"},
-	{"reset-traffic", job.KindResetTraffic, "Restart the traffic counters of every selected user"},
-	{"rotate", job.KindRotate, "Replace the credentials of every selected user (old links stop working)"},
-	{"move", job.KindMove, "Serve every selected user on the nodes of --node only"},
+	{"disable", job.KindDisable, "Switch off every user the filter selects", "--filter name-prefix=trial-"},
+	{"enable", job.KindEnable, "Switch on every user the filter selects", "--filter status=disabled,name-prefix=team-"},
+	{"delete", job.KindDelete, "Delete every user the filter selects (a rollback brings them back with the same links)", "--filter status=expired --dry-run"},
+	{"extend", job.KindExtend, "Move the expiry of every selected user by --by (users that never expire are skipped)", "--by 30d --filter status=active,expires-before=7d"},
+	{"set-expiry", job.KindSetExpiry, "Set the expiry of every selected user to --expires", "--expires 2027-01-01 --filter name-prefix=team-"},
+	{"set-limit", job.KindSetLimit, "Set the traffic limit of every selected user to --limit", "--limit 100GiB --filter usage-above=40GiB"},
+	{"reset-traffic", job.KindResetTraffic, "Restart the traffic counters of every selected user", "--filter status=limited"},
+	{"rotate", job.KindRotate, "Replace the credentials of every selected user (old links stop working)", "--protocol vless-reality --filter node=fra-1"},
+	{"move", job.KindMove, "Serve every selected user on the nodes of --node only", "--node fra-2,fra-3 --filter node=fra-1"},
 }
 
 func (a *app) usersBulkCmd() *cobra.Command {
@@ -233,19 +256,20 @@ progress, that 'vpn jobs rollback ID' undoes.
 		Example: "  vpn users bulk disable --filter name-prefix=trial-\n  vpn users bulk extend --by 30d --filter status=active,expires-before=7d --dry-run",
 	}
 	for _, k := range bulkKinds {
-		cmd.AddCommand(a.bulkKindCmd(k.use, k.kind, k.short))
+		cmd.AddCommand(a.bulkKindCmd(k.use, k.kind, k.short, k.example))
 	}
 	return cmd
 }
 
-func (a *app) bulkKindCmd(use string, kind job.Kind, short string) *cobra.Command {
+func (a *app) bulkKindCmd(use string, kind job.Kind, short, example string) *cobra.Command {
 	var jr jobRun
 	var filter, protocols, nodes []string
 	var by, expires, limit string
 	cmd := &cobra.Command{
-		Use:   use + " --filter COND[,COND...]",
-		Short: short,
-		Args:  args(0, "no arguments (the users come from --filter)"),
+		Use:     use + " --filter COND[,COND...]",
+		Short:   short,
+		Example: "  vpn users bulk " + use + " " + example,
+		Args:    args(0, "no arguments (the users come from --filter)"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := jr.check(); err != nil {
 				return err
@@ -605,13 +629,15 @@ func (v *lineView) update(rec job.Job) {
 func (v *lineView) finish() {}
 
 func (a *app) jobsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "jobs", Aliases: []string{"job"}, Short: "List, watch and control bulk jobs (imports, changes by filter)"}
+	cmd := &cobra.Command{Use: "jobs", Aliases: []string{"job"}, Short: "List, watch and control bulk jobs (imports, changes by filter)",
+		Example: "  vpn jobs list --state running\n  vpn jobs watch 3XbcQ1zq8kZrL0YfE7pD2a\n  vpn jobs rollback 3XbcQ1zq8kZrL0YfE7pD2a"}
 	var state string
 	var limit int
 	list := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List bulk jobs, newest first",
+		Example: "  vpn jobs list\n  vpn jobs list --state failed -o json",
 		Args:    args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.client()
@@ -641,6 +667,7 @@ func (a *app) jobsCmd() *cobra.Command {
 		Use:     "show ID",
 		Aliases: []string{"get"},
 		Short:   "Show a job: state, counters, rate, ETA and failures",
+		Example: "  vpn jobs show 3XbcQ1zq8kZrL0YfE7pD2a",
 		Args:    args(1, "one job id (see `vpn jobs list`)"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
@@ -655,9 +682,10 @@ func (a *app) jobsCmd() *cobra.Command {
 		},
 	}
 	watch := &cobra.Command{
-		Use:   "watch ID",
-		Short: "Follow a job's progress to its end (Ctrl-C stops watching, not the job)",
-		Args:  args(1, "one job id (see `vpn jobs list`)"),
+		Use:     "watch ID",
+		Short:   "Follow a job's progress to its end (Ctrl-C stops watching, not the job)",
+		Example: "  vpn jobs watch 3XbcQ1zq8kZrL0YfE7pD2a",
+		Args:    args(1, "one job id (see `vpn jobs list`)"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
 			if err != nil {
@@ -668,9 +696,10 @@ func (a *app) jobsCmd() *cobra.Command {
 	}
 	var detach bool
 	rollback := &cobra.Command{
-		Use:   "rollback ID",
-		Short: "Undo a finished job with a compensating job (created users deleted, changed and deleted users restored)",
-		Args:  args(1, "one job id (see `vpn jobs list`)"),
+		Use:     "rollback ID",
+		Short:   "Undo a finished job with a compensating job (created users deleted, changed and deleted users restored)",
+		Example: "  vpn jobs rollback 3XbcQ1zq8kZrL0YfE7pD2a\n  vpn jobs rollback 3XbcQ1zq8kZrL0YfE7pD2a --detach",
+		Args:    args(1, "one job id (see `vpn jobs list`)"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
 			if err != nil {
@@ -710,9 +739,10 @@ func (a *app) jobsCmd() *cobra.Command {
 
 func (a *app) jobControlCmd(action, short string) *cobra.Command {
 	return &cobra.Command{
-		Use:   action + " ID",
-		Short: short,
-		Args:  args(1, "one job id (see `vpn jobs list`)"),
+		Use:     action + " ID",
+		Short:   short,
+		Example: "  vpn jobs " + action + " 3XbcQ1zq8kZrL0YfE7pD2a",
+		Args:    args(1, "one job id (see `vpn jobs list`)"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
 			if err != nil {

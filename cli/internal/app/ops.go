@@ -54,9 +54,10 @@ func (a *app) getStatus(cmd *cobra.Command, c *client.Client) (status, error) {
 
 func (a *app) statusCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "status",
-		Short: "Show the gateway, the services behind it and who you are",
-		Args:  args(0, "no arguments"),
+		Use:     "status",
+		Short:   "Show the gateway, the services behind it and who you are",
+		Example: "  vpn status\n  vpn status -o json",
+		Args:    args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.client()
 			if err != nil {
@@ -155,7 +156,8 @@ func (a *app) login(cmd *cobra.Command, tok string) error {
 }
 
 func (a *app) tokensCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "tokens", Aliases: []string{"token"}, Short: "Create, list and revoke API tokens (admin)"}
+	cmd := &cobra.Command{Use: "tokens", Aliases: []string{"token"}, Short: "Create, list and revoke API tokens (admin)",
+		Example: "  vpn tokens create ci --role operator --ttl 720h\n  vpn tokens list\n  vpn tokens revoke 0123456789ab"}
 	var role, ttl string
 	create := &cobra.Command{
 		Use:     "create NAME",
@@ -192,6 +194,7 @@ func (a *app) tokensCmd() *cobra.Command {
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List tokens (never their secrets)",
+		Example: "  vpn tokens list\n  vpn tokens list -o json",
 		Args:    args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.client()
@@ -223,9 +226,10 @@ func (a *app) tokensCmd() *cobra.Command {
 		},
 	}
 	revoke := &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke a token at once",
-		Args:  args(1, "one token id (see `vpn tokens list`)"),
+		Use:     "revoke ID",
+		Short:   "Revoke a token at once",
+		Example: "  vpn tokens revoke 0123456789ab",
+		Args:    args(1, "one token id (see `vpn tokens list`)"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
 			if err != nil {
@@ -243,7 +247,8 @@ func (a *app) tokensCmd() *cobra.Command {
 }
 
 func (a *app) eventsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "events", Short: "Watch domain events"}
+	cmd := &cobra.Command{Use: "events", Short: "Watch domain events",
+		Example: "  vpn events tail --kind user,audit"}
 	var kinds []string
 	var since string
 	var count int
@@ -265,9 +270,9 @@ func (a *app) eventsCmd() *cobra.Command {
 			structured := a.printer().Structured()
 			err = c.Events(cmd.Context(), q, since, func(e client.Event) bool {
 				if structured {
-					fmt.Fprintln(a.env.Stdout, e.Data)
+					fmt.Fprintln(a.env.Stdout, output.EscapeJSON(e.Data))
 				} else {
-					fmt.Fprintln(a.env.Stdout, eventLine(e))
+					fmt.Fprintln(a.env.Stdout, output.Escape(eventLine(e)))
 				}
 				seen++
 				return count == 0 || seen < count

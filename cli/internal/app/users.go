@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -34,7 +35,8 @@ func userPath(ref string, rest ...string) string {
 }
 
 func (a *app) usersCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "users", Aliases: []string{"user", "u"}, Short: "Create, list and change VPN users"}
+	cmd := &cobra.Command{Use: "users", Aliases: []string{"user", "u"}, Short: "Create, list and change VPN users",
+		Example: "  vpn users create alice --limit 50GiB --expires 30d\n  vpn users list --status active\n  vpn users link alice --qr"}
 	cmd.AddCommand(a.usersListCmd(), a.usersCreateCmd(), a.usersShowCmd(), a.usersUpdateCmd(),
 		a.userActionCmd("disable", "Switch a user off (agents drop it)", "disable"),
 		a.userActionCmd("enable", "Switch a user back on", "enable"),
@@ -69,7 +71,7 @@ func expiresText(t time.Time) string {
 }
 
 func (a *app) printUsers(us []user.User) error {
-	return printList(a, us, func(u user.User) string { return u.Name },
+	return printList(a, us, func(u user.User) string { return u.ID },
 		[]string{"NAME", "STATUS", "PROTOCOLS", "USED", "LIMIT", "EXPIRES", "AGE"},
 		func(u user.User, now time.Time) []string {
 			return []string{u.Name, string(u.Status), protos(u.Protocols), output.Bytes(u.Usage.Used()), limitText(u.TrafficLimitBytes), expiresText(u.ExpiresAt), output.Age(now, u.CreatedAt)}
@@ -107,6 +109,21 @@ func (a *app) printUser(u user.User) error {
 	return p.KeyValues(pairs)
 }
 
+// onConflict rewrites a create's 409 (the name is taken) to say so, with
+// what to do, instead of the gateway's generic advice about revisions. An
+// empty detail keeps the gateway's (which lists the clashing fields).
+func onConflict(err error, detail, hint string) error {
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusConflict {
+		return err
+	}
+	if detail != "" {
+		ae.Problem.Detail = detail
+	}
+	ae.Problem.Hint = hint
+	return ae
+}
+
 func enumStrings[T ~string](vs []T) []string {
 	out := make([]string, len(vs))
 	for i, v := range vs {
@@ -123,6 +140,7 @@ func (a *app) usersListCmd() *cobra.Command {
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List users (filters, sort, paging)",
+		Example: "  vpn users list\n  vpn users list --status disabled --prefix trial- --sort -created_at\n  vpn users list --node fra-1 --all -q",
 		Args:    args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.client()
@@ -235,7 +253,8 @@ func (a *app) usersCreateCmd() *cobra.Command {
 			}
 			var u user.User
 			if err := c.Do(cmd.Context(), client.Request{Method: http.MethodPost, Path: "/api/v1/users", Body: req}, &u); err != nil {
-				return err
+				return onConflict(err, "user "+req.Name+" already exists",
+					"pick another name; `vpn users show "+req.Name+"` shows the one there")
 			}
 			return a.printUser(u)
 		},
@@ -250,6 +269,7 @@ func (a *app) usersShowCmd() *cobra.Command {
 		Use:     "show NAME",
 		Aliases: []string{"get"},
 		Short:   "Show a user (by name or id)",
+		Example: "  vpn users show alice\n  vpn users show alice -o json",
 		Args:    args(1, "one user name or id"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
@@ -343,9 +363,10 @@ func (a *app) usersUpdateCmd() *cobra.Command {
 
 func (a *app) userActionCmd(use, short, action string) *cobra.Command {
 	return &cobra.Command{
-		Use:   use + " NAME",
-		Short: short,
-		Args:  args(1, "one user name or id"),
+		Use:     use + " NAME",
+		Short:   short,
+		Example: "  vpn users " + use + " alice",
+		Args:    args(1, "one user name or id"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
 			if err != nil {
@@ -367,7 +388,7 @@ func (a *app) userActionCmd(use, short, action string) *cobra.Command {
 // done confirms a change on stdout, unless --quiet.
 func (a *app) done(format string, args ...any) {
 	if !a.quiet {
-		fmt.Fprintf(a.env.Stdout, format+"\n", args...)
+		fmt.Fprintln(a.env.Stdout, output.Sprintf(format, args...))
 	}
 }
 
@@ -376,6 +397,7 @@ func (a *app) usersDeleteCmd() *cobra.Command {
 		Use:     "delete NAME",
 		Aliases: []string{"rm"},
 		Short:   "Delete a user",
+		Example: "  vpn users delete alice",
 		Args:    args(1, "one user name or id"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
@@ -399,9 +421,10 @@ func (a *app) usersRotateCmd() *cobra.Command {
 	var protocols []string
 	var subToo bool
 	cmd := &cobra.Command{
-		Use:   "rotate NAME",
-		Short: "Replace a user's credentials (old links stop working)",
-		Args:  args(1, "one user name or id"),
+		Use:     "rotate NAME",
+		Short:   "Replace a user's credentials (old links stop working)",
+		Example: "  vpn users rotate alice\n  vpn users rotate alice --protocol vless-reality --subscription",
+		Args:    args(1, "one user name or id"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
 			if err != nil {
@@ -481,7 +504,7 @@ func (a *app) usersLinkCmd() *cobra.Command {
 					return err
 				}
 				a.info("QR code of the %s link on server %s:", first.Protocol, first.Server)
-				fmt.Fprint(a.env.Stdout, string(text))
+				fmt.Fprint(a.env.Stdout, output.EscapeLines(string(text)))
 			}
 			if qrFile != "" {
 				qq.Set("format", "png")
@@ -520,6 +543,7 @@ func (a *app) usersSubCmd() *cobra.Command {
 		Use:     "sub NAME",
 		Aliases: []string{"subscription"},
 		Short:   "Print a user's subscription URL (import it in a client app)",
+		Example: "  vpn users sub alice\n  vpn users sub alice --format clash\n  vpn users sub alice --rotate",
 		Args:    args(1, "one user name or id"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vpnfleet/vpnfleet/cli/internal/output"
 )
 
 // Client talks to one gateway.
@@ -63,7 +65,8 @@ type APIError struct {
 	Problem Problem
 }
 
-// Error says what failed and what to do.
+// Error says what failed and what to do. The gateway's text (which may
+// echo input) is escaped, so it cannot drive the terminal that prints it.
 func (e *APIError) Error() string {
 	var b strings.Builder
 	p := e.Problem
@@ -74,9 +77,9 @@ func (e *APIError) Error() string {
 	if msg == "" {
 		msg = http.StatusText(e.Status)
 	}
-	b.WriteString(msg)
+	b.WriteString(output.Escape(msg))
 	for _, f := range p.Errors {
-		fmt.Fprintf(&b, "\n  %s: %s", f.Field, f.Rule)
+		fmt.Fprintf(&b, "\n  %s: %s", output.Escape(f.Field), output.Escape(f.Rule))
 	}
 	hint := p.Hint
 	if e.Status == http.StatusUnauthorized {
@@ -86,7 +89,7 @@ func (e *APIError) Error() string {
 		}
 	}
 	if hint != "" {
-		b.WriteString("\nhint: " + hint)
+		b.WriteString("\nhint: " + output.Escape(hint))
 	}
 	return b.String()
 }

@@ -42,22 +42,39 @@ func (p Printer) Value(v any) error {
 		if err := json.Unmarshal(data, &generic); err != nil {
 			return fmt.Errorf("encoding output: %w", err)
 		}
-		enc := yaml.NewEncoder(p.W)
-		enc.SetIndent(2)
-		if err := enc.Encode(generic); err != nil {
+		var doc yaml.Node
+		if err := doc.Encode(generic); err != nil {
 			return fmt.Errorf("encoding output: %w", err)
 		}
-		return enc.Close()
+		quoteUnsafe(&doc)
+		var b strings.Builder
+		enc := yaml.NewEncoder(&b)
+		enc.SetIndent(2)
+		if err := enc.Encode(&doc); err != nil {
+			return fmt.Errorf("encoding output: %w", err)
+		}
+		if err := enc.Close(); err != nil {
+			return fmt.Errorf("encoding output: %w", err)
+		}
+		_, err = io.WriteString(p.W, EscapeJSON(b.String()))
+		return err
 	default:
-		enc := json.NewEncoder(p.W)
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
 		enc.SetIndent("", "  ")
-		return enc.Encode(v)
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+		_, err := io.WriteString(p.W, EscapeJSON(b.String()))
+		return err
 	}
 }
 
 // Table prints rows under headers, with columns padded and, when the
 // table is wider than the terminal, the widest columns cut with "…".
+// Cells are escaped (see Escape).
 func (p Printer) Table(headers []string, rows [][]string) error {
+	rows = escapeRows(rows)
 	widths := make([]int, len(headers))
 	for i, h := range headers {
 		widths[i] = utf8.RuneCountInString(h)
@@ -87,7 +104,8 @@ func (p Printer) Table(headers []string, rows [][]string) error {
 	return err
 }
 
-// KeyValues prints pairs as two aligned columns, for one object.
+// KeyValues prints pairs as two aligned columns, for one object. Values
+// are escaped (see Escape).
 func (p Printer) KeyValues(pairs [][2]string) error {
 	w := 0
 	for _, kv := range pairs {
@@ -95,7 +113,7 @@ func (p Printer) KeyValues(pairs [][2]string) error {
 	}
 	var b strings.Builder
 	for _, kv := range pairs {
-		v := kv[1]
+		v := Escape(kv[1])
 		if p.Width > 0 {
 			v = cut(v, max(p.Width-w-2, 10))
 		}
@@ -105,9 +123,9 @@ func (p Printer) KeyValues(pairs [][2]string) error {
 	return err
 }
 
-// Line prints one line.
+// Line prints one line; its string arguments are escaped (see Escape).
 func (p Printer) Line(format string, args ...any) {
-	fmt.Fprintf(p.W, format+"\n", args...)
+	fmt.Fprintln(p.W, Sprintf(format, args...))
 }
 
 // fit shrinks the widest columns until the row fits total (gap between
