@@ -251,7 +251,7 @@ func (r *Registry) Create(ctx context.Context, req user.CreateRequest) (user.Use
 		// Stalled long enough that the claim may have been taken over.
 		if holder, err := r.nameHolder(ctx, u.Name); err == nil && holder != u.ID {
 			r.undoCreate(ctx, u)
-			return user.User{}, errs.Wrap(errs.Conflict, ErrNameTaken, "name %s", u.Name)
+			return user.User{}, errs.Wrap(errs.Conflict, ErrNameTaken, "a user named %s already exists", u.Name)
 		}
 	}
 	if err := r.publish(ctx, event.UserCreated, u, "", ""); err != nil {
@@ -364,7 +364,7 @@ func (r *Registry) claimName(ctx context.Context, name, id string) error {
 			return err
 		}
 		if !stale {
-			return errs.Wrap(errs.Conflict, ErrNameTaken, "name %s", name)
+			return errs.Wrap(errs.Conflict, ErrNameTaken, "a user named %s already exists", name)
 		}
 		if _, err := r.names.Update(ctx, key, []byte(id), e.Revision()); err == nil {
 			r.log.Warn("took over stale name claim", logkey.User, id, logkey.Detail, fmt.Sprintf("name %s was held by %s", key, holder))
