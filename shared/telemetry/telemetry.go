@@ -28,13 +28,15 @@ import (
 )
 
 // NewLogger returns a JSON logger at the named level (debug, info, warn,
-// error) tagged with the service name.
+// error) tagged with the service name. Each key appears once in a line:
+// narrowing the logger again with a key it has (log.With(logkey.Component,
+// ...)) replaces the value.
 func NewLogger(w io.Writer, level, service string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
 		return nil, errs.Field("log_level", "must be one of debug, info, warn, error")
 	}
-	h := slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})
+	h := &onceHandler{inner: slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})}
 	return slog.New(h).With(logkey.Service, service), nil
 }
 
