@@ -476,8 +476,8 @@ func TestRevokedNodeIsDisconnectedAndCannotReconnect(t *testing.T) {
 	if !other.IsConnected() {
 		t.Fatal("revoking n1 disconnected n2")
 	}
-	if !s.Trust().Revoked(pub) {
-		t.Fatal("the trust does not list the revoked key")
+	if !s.Trust().Revoked(pub) || !load(t, s.Trust().Dir()).Revoked(pub) {
+		t.Fatal("the trust does not keep the revoked key")
 	}
 
 	// The revocation is kept: after a restart the credential is refused.
