@@ -79,6 +79,7 @@ type Server struct {
 	public   *auth.Limiter
 	streams  *auth.Slots
 	refusals *refusals
+	idem     *idempotency
 	metrics  *metrics
 	routes   []Route
 	doc      []byte
@@ -127,6 +128,7 @@ func New(env svc.Env, cfg Config) *Server {
 		stop:    make(chan struct{}),
 	}
 	s.refusals = newRefusals(cfg.AuditWindow, s.publishAudit)
+	s.idem = newIdempotency(subject.UserIdempotencyTTL)
 	s.routes = s.table()
 	ops := make([]openapi.Operation, len(s.routes))
 	for i, rt := range s.routes {

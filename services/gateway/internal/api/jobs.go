@@ -187,8 +187,8 @@ func ValidateJob(req job.CreateRequest) error {
 	if req.Format != job.FormatAuto && !slices.Contains(job.Formats, req.Format) {
 		add("format", "must be one of "+strings.Join(enum(job.Formats), ", ")+" (or empty: detected)")
 	}
-	if len(req.IdempotencyKey) > 256 {
-		add("idempotency_key", "must be at most 256 characters")
+	if len(req.IdempotencyKey) > maxIdempotencyKey {
+		add("idempotency_key", fmt.Sprintf("must be at most %d characters", maxIdempotencyKey))
 	}
 	k := req.Kind
 	if k == job.KindImport {
@@ -347,14 +347,23 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if k := r.Header.Get("Idempotency-Key"); k != "" && req.IdempotencyKey == "" {
-		req.IdempotencyKey = k
+	field, key := idempotencyKey(r, req.IdempotencyKey)
+	if len(key) > maxIdempotencyKey {
+		return problem.Fields(errs.Invalid.String(), errs.FieldError{Field: field, Rule: fmt.Sprintf("must be at most %d characters", maxIdempotencyKey)})
 	}
+	req.IdempotencyKey = ""
 	setTarget(r, "job", string(req.Kind))
 	if err := ValidateJob(req); err != nil {
 		return err
 	}
+	done := func(error) {}
+	if key != "" && !req.DryRun {
+		if req.IdempotencyKey, done, err = s.idempotent(r, "jobs.create", field, key, req); err != nil {
+			return err
+		}
+	}
 	resp, err := callWithin[job.CreateResponse](s, r, subject.JobsCmd(subject.JobsCreate), req, max(s.cfg.JobTimeout, s.cfg.UpstreamTimeout))
+	done(err)
 	if err != nil {
 		return jobProblem(err, "")
 	}

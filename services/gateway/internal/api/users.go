@@ -46,6 +46,19 @@ type RotateBody struct {
 	Protocols        []user.Protocol `json:"protocols,omitempty"`
 }
 
+// maxIdempotencyKey is the longest Idempotency-Key a client may send.
+const maxIdempotencyKey = 256
+
+// idempotencyKey returns the client's key of a create, from the body's
+// idempotency_key or else the Idempotency-Key header, and the field it
+// came in.
+func idempotencyKey(r *http.Request, inBody string) (field, key string) {
+	if inBody != "" {
+		return "idempotency_key", inBody
+	}
+	return "Idempotency-Key", r.Header.Get("Idempotency-Key")
+}
+
 // nameRule is the users service's rule for names, checked here too so a
 // malformed name never travels.
 const nameRule = "must be 3-32 characters of A-Z a-z 0-9 _ -"
@@ -208,16 +221,22 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 	if req.Name != "" {
 		setTarget(r, "user", req.Name)
 	}
-	if k := r.Header.Get("Idempotency-Key"); k != "" && req.IdempotencyKey == "" {
-		req.IdempotencyKey = k
+	field, key := idempotencyKey(r, req.IdempotencyKey)
+	if len(key) > maxIdempotencyKey {
+		return problem.Fields(errs.Invalid.String(), errs.FieldError{Field: field, Rule: fmt.Sprintf("must be at most %d characters", maxIdempotencyKey)})
 	}
-	if len(req.IdempotencyKey) > 256 {
-		return problem.Fields(errs.Invalid.String(), errs.FieldError{Field: "idempotency_key", Rule: "must be at most 256 characters"})
-	}
+	req.IdempotencyKey = ""
 	if err := ValidateCreate(req); err != nil {
 		return err
 	}
+	done := func(error) {}
+	if key != "" {
+		if req.IdempotencyKey, done, err = s.idempotent(r, "users.create", field, key, req); err != nil {
+			return err
+		}
+	}
 	u, err := call[user.User](s, r, subject.UsersCmd(subject.UsersCreate), req)
+	done(err)
 	if err != nil {
 		return err
 	}

@@ -44,6 +44,9 @@ const (
 	CodeRouteNotFound    = "route_not_found"
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeNotAcceptable    = "not_acceptable"
+	// CodeIdempotencyKeyReused: an Idempotency-Key sent again with another
+	// body (422).
+	CodeIdempotencyKeyReused = "idempotency_key_reused"
 	// Bulk jobs.
 	CodeMalformedForm        = "malformed_form"
 	CodeFileTooLarge         = "file_too_large"
@@ -58,7 +61,7 @@ var Codes = []string{
 	CodeMalformedJSON, CodeUnknownField, CodeDuplicateField, CodeWrongType, CodeEmptyBody, CodeBodyTooLarge,
 	CodeUnsupportedMedia, CodeInvalidPath, CodeInvalidQuery, CodeTokenMissing, CodeTokenInvalid,
 	CodeTokenRevoked, CodeTokenExpired, CodeRateLimited, CodeTooManyStreams, CodeRouteNotFound, CodeMethodNotAllowed,
-	CodeNotAcceptable, CodeMalformedForm, CodeFileTooLarge, CodeInvalidRecords, CodeFilterMatchesNothing,
+	CodeNotAcceptable, CodeIdempotencyKeyReused, CodeMalformedForm, CodeFileTooLarge, CodeInvalidRecords, CodeFilterMatchesNothing,
 }
 
 // Problem is one problem document. It is an error too, so handlers return
