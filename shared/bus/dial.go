@@ -9,12 +9,14 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/natsauth"
 )
 
 // DialConfig says how a service reaches NATS.
 type DialConfig struct {
 	URL   string // one or more comma-separated server URLs
 	Creds string // optional credentials file
+	CA    string // optional CA certificate (PEM) to trust for TLS, and no other
 	Name  string // connection name shown by the server
 }
 
@@ -39,6 +41,13 @@ func Dial(ctx context.Context, cfg DialConfig, log *slog.Logger, extra ...nats.O
 	}
 	if cfg.Creds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	if cfg.CA != "" {
+		tc, err := natsauth.ClientConfigFromCAFile(cfg.CA)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Secure(tc))
 	}
 	opts = append(opts, extra...)
 	nc, err := nats.Connect(cfg.URL, opts...)

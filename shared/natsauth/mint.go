@@ -1,7 +1,9 @@
 package natsauth
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -52,6 +54,52 @@ func WriteCredsFile(path string, c Credential) error {
 		return err
 	}
 	return writeFile(path, data, 0o600)
+}
+
+// EnsureServiceCredsFile keeps the creds file at path when it holds a
+// service credential of this trust that is not revoked, and writes a new
+// one named name otherwise, so that standalone services configured with it
+// keep working across restarts. A file that others may read is refused.
+func (t *Trust) EnsureServiceCredsFile(path, name string) error {
+	data, err := readSecret(path)
+	switch {
+	case err == nil && t.isServiceCreds(data):
+		return nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	cred, err := t.ServiceCredential(name)
+	if err != nil {
+		return err
+	}
+	return WriteCredsFile(path, cred)
+}
+
+// isServiceCreds reports whether a creds file holds a live service
+// credential of this trust: its JWT was signed by the account's signing
+// key, grants everything, and belongs to the seed next to it.
+func (t *Trust) isServiceCreds(data []byte) bool {
+	token, err := jwt.ParseDecoratedJWT(data)
+	if err != nil {
+		return false
+	}
+	kp, err := jwt.ParseDecoratedNKey(data)
+	if err != nil {
+		return false
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return false
+	}
+	uc, err := jwt.DecodeUserClaims(token)
+	if err != nil || uc.Subject != pub || uc.Issuer != t.signerPub || uc.IssuerAccount != t.appPub || uc.Expires != 0 {
+		return false
+	}
+	p := uc.Permissions
+	if len(p.Pub.Allow)+len(p.Pub.Deny)+len(p.Sub.Allow)+len(p.Sub.Deny) > 0 || p.Resp != nil {
+		return false
+	}
+	return !t.Revoked(pub)
 }
 
 // responseTTL is how long a credential allowed to answer requests may

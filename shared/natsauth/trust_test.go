@@ -207,3 +207,60 @@ func TestJoinCredentialExpires(t *testing.T) {
 		t.Fatalf("a join credential for token a.b: %v, want Invalid", err)
 	}
 }
+
+func TestEnsureServiceCredsFile(t *testing.T) {
+	dir := t.TempDir()
+	tr := load(t, filepath.Join(dir, "trust"))
+	path := filepath.Join(dir, "service.creds")
+	if err := tr.EnsureServiceCredsFile(path, "standalone"); err != nil {
+		t.Fatal(err)
+	}
+	first, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("creds file mode %04o, want 0600", fi.Mode().Perm())
+	}
+	if err := tr.EnsureServiceCredsFile(path, "standalone"); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(path); string(again) != string(first) {
+		t.Fatal("a valid creds file was replaced")
+	}
+
+	// Another trust's credential, or garbage, is replaced.
+	other := load(t, filepath.Join(dir, "other"))
+	for name, write := range map[string]func() error{
+		"another trust's": func() error {
+			cred, err := other.ServiceCredential("x")
+			if err != nil {
+				return err
+			}
+			return natsauth.WriteCredsFile(path, cred)
+		},
+		"garbage": func() error { return os.WriteFile(path, []byte("nope"), 0o600) },
+	} {
+		if err := write(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.EnsureServiceCredsFile(path, "standalone"); err != nil {
+			t.Fatalf("%s creds file: %v", name, err)
+		}
+		data, _ := os.ReadFile(path)
+		token, err := jwt.ParseDecoratedJWT(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uc, err := jwt.DecodeUserClaims(token); err != nil || uc.IssuerAccount != tr.Account() {
+			t.Fatalf("%s creds file was not replaced with one of this trust", name)
+		}
+	}
+
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.EnsureServiceCredsFile(path, "standalone"); !errors.Is(err, errs.Invalid) {
+		t.Fatalf("creds file readable by others: %v, want Invalid", err)
+	}
+}
