@@ -196,7 +196,7 @@ func (a *Agent) newReconciler() (*reconcile.Reconciler, error) {
 		a.log.Warn("no xray binary found: set --xray-bin (servers on the process runtime cannot start)")
 	}
 	return reconcile.New(reconcile.Config{
-		Node: a.node.ID, Groups: a.cfg.Groups, PublicHost: a.node.PublicAddr, DataDir: dir,
+		Node: a.node.ID, PublicHost: a.node.PublicAddr, DataDir: dir,
 		XrayBin: bin, XrayImage: image, AllowPrivateNetworks: a.cfg.AllowPrivateNetworks,
 		DriftInterval: a.cfg.DriftInterval, Retiring: a.usage.retiring, Log: a.log,
 	}, a.rt, reconcile.KVStatus{JS: a.env.JS}, a.enqueueEvent)
@@ -254,8 +254,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.sampleStats(gctx) })
 	g.Go(func() error { return a.serveCommands(gctx) })
 	g.Go(func() error { return a.rec.Run(gctx) })
-	g.Go(func() error { return a.rec.WatchServers(gctx, a.env.JS) })
-	g.Go(func() error { return a.rec.WatchUsers(gctx, a.env.JS) })
+	g.Go(func() error { return a.rec.WatchView(gctx, a.env.JS) })
 	g.Go(func() error { return a.rec.FollowRuntime(gctx) })
 	g.Go(func() error { return a.usage.run(gctx, a.cfg.UsageInterval, a.rec.Servers) })
 	if err := a.announce(); err != nil {

@@ -52,9 +52,15 @@ func start(t testing.TB) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := svc.Env{NC: nc, JS: js, Log: natstest.Logger(t), Metrics: telemetry.NewRegistry(), Probe: probe.New(), DataDir: t.TempDir()}
 	cfg := agent.DefaultConfig()
 	cfg.NodeID = runtimetest.NewNode("agent")
+	// The agent holds its node's credential, as on a real host.
+	anc := ns.NodeConn(t, cfg.NodeID)
+	ajs, err := jetstream.New(anc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := svc.Env{NC: anc, JS: ajs, Log: natstest.Logger(t), Metrics: telemetry.NewRegistry(), Probe: probe.New(), DataDir: t.TempDir()}
 	cfg.Runtime = "process"
 	cfg.Heartbeat = 100 * time.Millisecond
 	cfg.StatsInterval = 200 * time.Millisecond

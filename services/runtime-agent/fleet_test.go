@@ -142,7 +142,9 @@ func (f *fleet) agentConfig() agent.Config {
 // startAgent runs an agent on the fleet's data dir until stopAgent.
 func (f *fleet) startAgent() *agent.Agent {
 	f.t.Helper()
-	nc := f.ns.Conn()
+	// The agent holds its node's credential, as on a real host: it reads
+	// its own view and writes its own status, nothing else.
+	nc := f.ns.NodeConn(f.t, f.node)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		f.t.Fatal(err)
@@ -354,20 +356,9 @@ func (f *fleet) deleteServer(id string) {
 }
 
 func (f *fleet) getServer(id string) (server.Server, error) {
-	kv, err := f.js.KeyValue(f.ctx(), subject.BucketServers)
-	if err != nil {
-		return server.Server{}, err
-	}
-	e, err := kv.Get(f.ctx(), id)
-	if err != nil {
-		return server.Server{}, err
-	}
-	var s server.Server
-	if err := json.Unmarshal(e.Value(), &s); err != nil {
-		return server.Server{}, err
-	}
-	s.Revision = e.Revision()
-	return s, nil
+	// Through the servers service, as the gateway reads it: the desired
+	// record with its node's report from the server_status bucket.
+	return bus.Request[server.Server](f.ctx(), f.nc, subject.ServersCmd(subject.ServersGet), server.GetRequest{ID: id})
 }
 
 // waitStatus waits until the server's status has state for the spec at

@@ -35,7 +35,7 @@ func BenchmarkImport10kOnXray(b *testing.B) {
 				f := newFleetOnProcesses(b)
 				var procs []*userstest.Process
 				for range replicas {
-					procs = append(procs, userstest.Start(b, bin, f.ns.URL()))
+					procs = append(procs, userstest.Start(b, bin, f.ns))
 				}
 				f.startAgent()
 				srv := f.createServer("bench", xraytest.StartTLSDest(b, sni))

@@ -153,7 +153,7 @@ func TestImportSurvivesKill9OnXray(t *testing.T) {
 	bin := userstest.Build(t)
 	f := newFleetOnProcesses(t)
 	args := []string{"--job-batch", "100", "--job-workers", "1"}
-	r := userstest.Start(t, bin, f.ns.URL(), args...)
+	r := userstest.Start(t, bin, f.ns, args...)
 	f.startAgent()
 	srv := f.createServer("edge", xraytest.StartTLSDest(t, sni))
 	f.waitStatus(srv.ID, srv.Revision, server.StateApplied)
@@ -184,7 +184,7 @@ func TestImportSurvivesKill9OnXray(t *testing.T) {
 			during++
 		}
 		t.Logf("SIGKILL at %d processed (point %d)", rec.Processed(), p)
-		r = userstest.Start(t, bin, f.ns.URL(), args...)
+		r = userstest.Start(t, bin, f.ns, args...)
 	}
 	if during < 5 {
 		t.Errorf("only %d of 5 kills happened while the job ran", during)

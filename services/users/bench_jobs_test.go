@@ -40,7 +40,7 @@ func BenchmarkImport10k(b *testing.B) {
 				}
 				var procs []*userstest.Process
 				for range replicas {
-					procs = append(procs, userstest.Start(b, bin, srv.URL()))
+					procs = append(procs, userstest.Start(b, bin, srv))
 				}
 				data := csvUsers(fmt.Sprintf("b%d", i), n)
 				sample := func() {

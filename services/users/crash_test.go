@@ -59,7 +59,7 @@ func TestImportSurvivesKill9(t *testing.T) {
 	// Small batches and one worker: many commits, so the kills land
 	// between and inside them.
 	args := []string{"--job-batch", "50", "--job-workers", "1"}
-	r := userstest.Start(t, bin, srv.URL(), args...)
+	r := userstest.Start(t, bin, srv, args...)
 	data := csvUsers("crash", n)
 	var created job.CreateResponse
 	waitfor.Cond(t, 30*time.Second, func() error {
@@ -92,7 +92,7 @@ func TestImportSurvivesKill9(t *testing.T) {
 			during++
 		}
 		t.Logf("SIGKILL at %d processed (point %d)", rec.Processed(), p)
-		r = userstest.Start(t, bin, srv.URL(), args...)
+		r = userstest.Start(t, bin, srv, args...)
 	}
 	if during < 5 {
 		t.Errorf("only %d of 5 kills happened while the job ran", during)

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/vpnfleet/vpnfleet/services/users/internal/links"
 	"github.com/vpnfleet/vpnfleet/services/users/internal/serverkeys"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
@@ -49,9 +47,9 @@ func (h *harness) serverEvents(id string) []event.Envelope {
 	return natstest.Events(h.t, h.js, subject.ServerEvent(id))
 }
 
-// reportStatus writes a server's Status the way its agent does: read the
-// record, set Status, compare-and-set on the revision read, again if
-// another writer got in first. It returns the new revision.
+// reportStatus writes a server's status the way its agent does: into the
+// server_status bucket under "<node>.<server>", naming the spec applied.
+// It returns the revision of the server record the report is about.
 func (h *harness) reportStatus(id string, st server.Status) uint64 {
 	h.t.Helper()
 	ctx := ctxT(h.t)
@@ -59,30 +57,24 @@ func (h *harness) reportStatus(id string, st server.Status) uint64 {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	for range 10 {
-		e, err := kv.Get(ctx, id)
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		var s server.Server
-		if err := json.Unmarshal(e.Value(), &s); err != nil {
-			h.t.Fatal(err)
-		}
-		st.AppliedRevision = e.Revision()
-		st.Time = time.Now().UTC()
-		s.Status = st
-		data, _ := json.Marshal(s)
-		rev, err := kv.Update(ctx, id, data, e.Revision())
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			continue
-		}
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		return rev
+	e, err := kv.Get(ctx, id)
+	if err != nil {
+		h.t.Fatal(err)
 	}
-	h.t.Fatalf("status of %s: the record keeps changing", id)
-	return 0
+	var s server.Server
+	if err := json.Unmarshal(e.Value(), &s); err != nil {
+		h.t.Fatal(err)
+	}
+	st.AppliedRevision, st.Spec, st.Time = e.Revision(), s.SpecKey(), time.Now().UTC()
+	status, err := h.js.KeyValue(ctx, subject.BucketServerStatus)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	data, _ := json.Marshal(st)
+	if _, err := status.Put(ctx, subject.ServerStatusKey(s.Node, id), data); err != nil {
+		h.t.Fatal(err)
+	}
+	return e.Revision()
 }
 
 func applied(host string) server.Status {
@@ -325,19 +317,19 @@ func TestServerBadInputNamesTheField(t *testing.T) {
 	}
 }
 
-// TestServerUpdateKeepsKeysAndNeverClobbersStatus plays the agent: it
-// writes Status with compare-and-set between the registry's writes.
-func TestServerUpdateKeepsKeysAndNeverClobbersStatus(t *testing.T) {
+// TestServerUpdateKeepsKeysAndStatus plays the agent: its report lives in
+// the server_status bucket, apart from the desired record, so the
+// registry's writes never touch it; a report stays current while the spec
+// it names is the server's.
+func TestServerUpdateKeepsKeysAndStatus(t *testing.T) {
 	h := newHarness(t)
 	h.start()
 	s := h.createServer("n1", "fra", allProtocols(443)...)
 	rev := h.reportStatus(s.ID, applied("fra.example.net"))
-
-	// The caller still holds the revision from before the agent's write.
-	if _, err := callServers[server.Server](h, subject.ServersUpdate, server.UpdateRequest{ID: s.ID, ExpectedRevision: s.Revision, Name: ptr("x")}); !errors.Is(err, errs.Conflict) {
-		t.Fatalf("update behind the agent's write: %v, want Conflict", err)
+	if got := mustServers[server.Server](h, subject.ServersGet, server.GetRequest{ID: s.ID}); got.Revision != s.Revision || got.Status.State != server.StateApplied {
+		t.Fatalf("after the agent's report: revision %d (want %d, the record is untouched), status %+v", got.Revision, s.Revision, got.Status)
 	}
-	// A rename is applied on top of the agent's write and leaves it.
+	// A rename is a new revision of the record and leaves the report.
 	renamed := mustServers[server.Server](h, subject.ServersUpdate, server.UpdateRequest{ID: s.ID, Name: ptr("fra-2")})
 	if renamed.Status.State != server.StateApplied || renamed.Status.PublicHost != "fra.example.net" || renamed.Status.AppliedRevision != s.Revision || renamed.Revision <= rev {
 		t.Fatalf("status after a rename: %+v (revision %d)", renamed.Status, renamed.Revision)

@@ -20,10 +20,13 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vpnfleet/vpnfleet/services/users/internal/endpoints"
+	"github.com/vpnfleet/vpnfleet/services/users/internal/fleet"
 	"github.com/vpnfleet/vpnfleet/services/users/internal/index"
 	"github.com/vpnfleet/vpnfleet/services/users/internal/jobs"
+	"github.com/vpnfleet/vpnfleet/services/users/internal/migrate"
 	"github.com/vpnfleet/vpnfleet/services/users/internal/registry"
 	"github.com/vpnfleet/vpnfleet/services/users/internal/servers"
+	"github.com/vpnfleet/vpnfleet/services/users/internal/views"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
@@ -42,6 +45,10 @@ type Config struct {
 	JobWorkers      int           `flag:"job-workers" env:"VPN_USERS_JOB_WORKERS" help:"batches of bulk-job items this replica applies at once"`
 	JobBatch        int           `flag:"job-batch" env:"VPN_USERS_JOB_BATCH" help:"items per JOBS message (one atomic write of each kind per batch)"`
 	JobTimeout      time.Duration `flag:"job-timeout" env:"VPN_USERS_JOB_TIMEOUT" help:"time limit of a job create request (validation of the whole input) and of applying one batch"`
+	// Fleet signs node credentials (join, revoke); nil in a registry that
+	// does not hold the keys, whose fleet endpoints then answer
+	// Unavailable. Not a flag: vpnd passes its own.
+	Fleet *fleet.Authority
 }
 
 // Defaults returns the default configuration.
@@ -100,6 +107,9 @@ func run(ctx context.Context, cfg Config, env svc.Env) error {
 	if err != nil {
 		return err
 	}
+	if _, err := migrate.Run(ctx, env.JS, log); err != nil {
+		return err
+	}
 	srvs, err := servers.Open(ctx, env.JS, env.Log.With(logkey.Component, "servers"), servers.Options{})
 	if err != nil {
 		return err
@@ -121,10 +131,13 @@ func run(ctx context.Context, cfg Config, env svc.Env) error {
 	idx := index.New()
 	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return idx.Follow(gctx, reg.Users(), log, registry.Decode) })
-	select {
-	case <-idx.Ready():
-	case <-gctx.Done():
-		return g.Wait()
+	g.Go(func() error { return idx.FollowUsage(gctx, reg.Usage(), log) })
+	for _, loaded := range []<-chan struct{}{idx.Ready(), idx.UsageReady()} {
+		select {
+		case <-loaded:
+		case <-gctx.Done():
+			return g.Wait()
+		}
 	}
 
 	service, err := endpoints.Serve(gctx, env.NC, log, reg, idx, cfg.RequestTimeout)
@@ -150,6 +163,24 @@ func run(ctx context.Context, cfg Config, env svc.Env) error {
 		<-gctx.Done()
 		if err := serversService.Stop(); err != nil {
 			return fmt.Errorf("stopping servers service: %w", err)
+		}
+		return nil
+	})
+	fl, err := fleet.Open(gctx, env.JS, cfg.Fleet, env.Log.With(logkey.Component, "fleet"))
+	if err != nil {
+		cancel()
+		return errors.Join(err, g.Wait())
+	}
+	fleetService, err := endpoints.ServeFleet(gctx, env.NC, env.Log.With(logkey.Component, "fleet"), fl, cfg.RequestTimeout)
+	if err != nil {
+		cancel()
+		return errors.Join(err, g.Wait())
+	}
+	env.Requests.Add(fleetService)
+	g.Go(func() error {
+		<-gctx.Done()
+		if err := fleetService.Stop(); err != nil {
+			return fmt.Errorf("stopping fleet service: %w", err)
 		}
 		return nil
 	})
@@ -183,6 +214,7 @@ func run(ctx context.Context, cfg Config, env svc.Env) error {
 			func(ctx context.Context, rec usage.Record) error { return reg.ApplyUsage(ctx, rec) })
 	})
 	g.Go(func() error { return enforce(gctx, reg, idx, cfg.EnforceInterval, log) })
+	g.Go(func() error { return views.New(env.JS, env.Log.With(logkey.Component, "views")).Run(gctx) })
 	log.Info("users service started", logkey.Count, idx.Len())
 	err = g.Wait()
 	log.Info("users service stopped")
@@ -216,3 +248,6 @@ func enforce(ctx context.Context, reg *registry.Registry, idx *index.Index, ever
 		})
 	}
 }
+
+// FleetAuthority is what signs node credentials (see Config.Fleet).
+type FleetAuthority = fleet.Authority

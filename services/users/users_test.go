@@ -279,9 +279,20 @@ func TestRetriedCreateWithIdempotencyKeyMakesOneUser(t *testing.T) {
 // publishUsage stores a record on USAGE with the given message id.
 func (h *harness) publishUsage(msgID string, rec usage.Record) {
 	h.t.Helper()
+	rec = stamped(rec)
 	if _, err := bus.Publish(ctxT(h.t), h.js, subject.Usage(rec.Node), msgID, rec); err != nil {
 		h.t.Fatal(err)
 	}
+}
+
+// stamped gives rec the bounds of a window that just ended, as an agent's
+// meter does, unless it has some.
+func stamped(rec usage.Record) usage.Record {
+	if rec.End.IsZero() {
+		rec.End = time.Now()
+		rec.Start = rec.End.Add(-10 * time.Second)
+	}
+	return rec
 }
 
 func (h *harness) waitUsed(id string, want int64) user.User {
@@ -323,7 +334,7 @@ func TestUsageDeliveredTwiceCountsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	partial := usage.Record{Node: "n3", Window: 3, Users: []usage.UserDelta{{User: a.ID, Uplink: 1000}}}
-	if err := reg.ApplyUsage(ctxT(t), partial); err != nil {
+	if err := reg.ApplyUsage(ctxT(t), stamped(partial)); err != nil {
 		t.Fatal(err)
 	}
 	whole := usage.Record{Node: "n3", Window: 3, Users: []usage.UserDelta{{User: a.ID, Uplink: 1000}, {User: b.ID, Uplink: 1000}}}
@@ -452,9 +463,18 @@ func TestLinksSubscriptionAndQROverNATS(t *testing.T) {
 	srv := server.Server{ID: "s1", Node: "n1", Name: "fra", Engine: server.EngineXray, Inbounds: []server.Inbound{
 		{Tag: "vless", Protocol: user.VLESSReality, Port: 443, Reality: &server.Reality{ServerNames: []string{"www.example.com"}, PublicKey: "cHVi", ShortIDs: []string{"ab12"}}},
 		{Tag: "ss", Protocol: user.Shadowsocks2022, Port: 8388, Shadowsocks: &server.Shadowsocks{Method: user.SS2022AES128GCM, ServerKey: "c2VydmVyLWtleS0xNmJ5dA=="}},
-	}, Status: server.Status{State: server.StateApplied, PublicHost: "fra.example.net"}}
+	}}
 	data, _ := json.Marshal(srv)
 	if _, err := kv.Put(ctxT(t), srv.ID, data); err != nil {
+		t.Fatal(err)
+	}
+	// Its node's report, where the agent writes it.
+	status, err := h.js.KeyValue(ctxT(t), subject.BucketServerStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ = json.Marshal(server.Status{State: server.StateApplied, PublicHost: "fra.example.net", Spec: srv.SpecKey()})
+	if _, err := status.Put(ctxT(t), subject.ServerStatusKey(srv.Node, srv.ID), data); err != nil {
 		t.Fatal(err)
 	}
 	resp = must[user.LinksResponse](h, subject.UsersLinks, user.LinksRequest{ID: u.ID})
@@ -491,5 +511,50 @@ func TestLinksSubscriptionAndQROverNATS(t *testing.T) {
 	}
 	if _, err := call[user.QRResponse](h, subject.UsersQR, user.QRRequest{ID: u.ID, Server: "s1", Protocol: user.HTTP}); !errors.Is(err, errs.NotFound) {
 		t.Fatalf("qr of a missing link: %v", err)
+	}
+}
+
+// TestBadUsageRecordsAreRefusedAndCountedNowhere: a record with a window
+// far in the future (which used to stop all later counting of its users),
+// one claiming 5 TB in ten seconds, and one published on another node's
+// subject are refused, reported as node.usage_rejected.v1, and counted
+// nowhere; the node's next real record is counted.
+func TestBadUsageRecordsAreRefusedAndCountedNowhere(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	a := h.create("mallory-target")
+	now := time.Now()
+	future := usage.Record{Node: "n1", Window: 1 << 62, Start: now.Add(-time.Second), End: now, Users: []usage.UserDelta{{User: a.ID, Uplink: 1}}}
+	h.publishUsage(future.MsgID(), future)
+	huge := usage.Record{Node: "n1", Window: uint64(now.UnixMilli()), Start: now.Add(-10 * time.Second), End: now, Users: []usage.UserDelta{{User: a.ID, Downlink: 5 << 40}}}
+	h.publishUsage(huge.MsgID(), huge)
+	// The record says n2 but arrives on n1's subject (only n1's credential
+	// may publish there).
+	spoof := usage.Record{Node: "n2", Window: uint64(now.UnixMilli()), Start: now.Add(-time.Second), End: now, Users: []usage.UserDelta{{User: a.ID, Uplink: 7}}}
+	if _, err := bus.Publish(ctxT(t), h.js, subject.Usage("n1"), "spoof", spoof); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Cond(t, 10*time.Second, func() error {
+		n := 0
+		for _, e := range natstest.Events(t, h.js, subject.NodeEvent("n1")) {
+			if e.Type == event.NodeUsageRejected {
+				n++
+			}
+		}
+		for _, e := range natstest.Events(t, h.js, subject.NodeEvent("n2")) {
+			if e.Type == event.NodeUsageRejected {
+				n++
+			}
+		}
+		if n != 3 {
+			return fmt.Errorf("%d usage_rejected events, want 3", n)
+		}
+		return nil
+	})
+	real := usage.Record{Node: "n1", Window: uint64(time.Now().UnixMilli()), Users: []usage.UserDelta{{User: a.ID, Uplink: 300, Downlink: 700}}}
+	h.publishUsage(real.MsgID(), real)
+	u := h.waitUsed(a.ID, 1000)
+	if u.Status != user.StatusActive || u.Usage.LifetimeUp != 300 {
+		t.Fatalf("after the refused records: %+v, %s", u.Usage, u.Status)
 	}
 }

@@ -1,6 +1,10 @@
 package event
 
-import "time"
+import (
+	"time"
+
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+)
 
 // Node health states, in the node_health bucket and health.changed.v1.
 const (
@@ -160,4 +164,12 @@ type UsageReply struct {
 	Step       time.Duration `json:"step_ns"`
 	Resolution string        `json:"resolution"`
 	Points     []UserPoint   `json:"points"`
+}
+
+// UsageRejected is the payload of node.usage_rejected.v1: which record of
+// which node was refused, and why (the broken rules).
+type UsageRejected struct {
+	Node   string            `json:"node"`
+	Window uint64            `json:"window"`
+	Fields []errs.FieldError `json:"fields"`
 }

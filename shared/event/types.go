@@ -17,6 +17,9 @@ const (
 	ServerFailed  Type = "server.failed.v1"
 
 	NodeRegistered Type = "node.registered.v1"
+	// NodeUsageRejected: the registry refused a usage record of the node
+	// (payload UsageRejected); its bytes were counted nowhere.
+	NodeUsageRejected Type = "node.usage_rejected.v1"
 
 	RuntimeStarted   Type = "runtime.started.v1"
 	RuntimeDied      Type = "runtime.died.v1"

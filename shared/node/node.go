@@ -164,3 +164,91 @@ type StatsReply struct {
 	Host      HostStats       `json:"host"`
 	Workloads []WorkloadStats `json:"workloads"`
 }
+
+// Enrollment is the value of a node's entry in the enrollments bucket,
+// written only by the registry: what the operator decided about the node
+// (its groups), whether it may connect, and with which credential. Node
+// groups come from here, never from what an agent says of itself.
+type Enrollment struct {
+	ID     string   `json:"id"`
+	Groups []string `json:"groups,omitempty"`
+	State  string   `json:"state"`
+	// JoinTokenID names the join token issued for the node (pending) and
+	// JoinExpires when it stops being accepted; a token works once.
+	JoinTokenID string    `json:"join_token_id,omitempty"`
+	JoinExpires time.Time `json:"join_expires,omitzero"`
+	// CredentialKey is the public nkey of the node's credential, set when
+	// it joined; revoking the node revokes this key.
+	CredentialKey string    `json:"credential_key,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	JoinedAt      time.Time `json:"joined_at,omitzero"`
+	RevokedAt     time.Time `json:"revoked_at,omitzero"`
+	// Revision is the KV revision it was read at (not stored).
+	Revision uint64 `json:"revision,omitempty"`
+}
+
+// Enrollment states.
+const (
+	// EnrollPending nodes were added and have not joined yet.
+	EnrollPending = "pending"
+	// EnrollJoined nodes hold a credential.
+	EnrollJoined = "joined"
+	// EnrollRevoked nodes were cut off; their credential is refused.
+	EnrollRevoked = "revoked"
+)
+
+// Active reports whether the node may be served desired state.
+func (e Enrollment) Active() bool { return e.State != EnrollRevoked }
+
+// AddRequest enrolls a node (subject.FleetCmd(subject.FleetAdd)): it gets
+// the groups given and a single-use join token valid for TTL (zero: the
+// fleet service's default). Adding a node that is pending again issues a
+// new token (the old one stops working); a joined node must be revoked
+// first.
+type AddRequest struct {
+	Node   string        `json:"node"`
+	Groups []string      `json:"groups,omitempty"`
+	TTL    time.Duration `json:"ttl_ns,omitempty"`
+}
+
+// AddResponse carries the join token and the one command to run on the
+// new host.
+type AddResponse struct {
+	Enrollment Enrollment `json:"enrollment"`
+	Token      string     `json:"token"`
+	Command    string     `json:"command"`
+	Expires    time.Time  `json:"expires"`
+}
+
+// NodeRequest names one node (revoke).
+type NodeRequest struct {
+	Node string `json:"node"`
+}
+
+// GroupsRequest sets a node's groups (subject.FleetGroups).
+type GroupsRequest struct {
+	Node   string   `json:"node"`
+	Groups []string `json:"groups"`
+}
+
+// EnrollmentsResponse lists enrollments (subject.FleetList).
+type EnrollmentsResponse struct {
+	Enrollments []Enrollment `json:"enrollments"`
+}
+
+// JoinRequest is what a new agent sends on subject.FleetJoin(token id),
+// with the join token's credential: the public key of the nkey it made
+// for itself (its seed never leaves the host).
+type JoinRequest struct {
+	Node      string `json:"node"`
+	PublicKey string `json:"public_key"`
+	Hostname  string `json:"hostname,omitempty"`
+}
+
+// JoinResponse is the node's credential (a user JWT for the key it sent)
+// and the CA that signs the servers' certificates.
+type JoinResponse struct {
+	JWT   string   `json:"jwt"`
+	CAPEM string   `json:"ca_pem,omitempty"`
+	URLs  []string `json:"urls"`
+}

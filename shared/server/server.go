@@ -1,11 +1,15 @@
 // Package server is the contract of a deployed VPN server: the value of a
-// server's entry in the servers bucket. Users and gateway write the desired
-// server (Spec fields); the agent of its node applies it and writes Status.
+// server's entry in the servers bucket (desired state, written by the
+// registry) and of its status in the server_status bucket (observed state,
+// written by the agent of its node under "<node>.<server>").
 // Client links are built only from these records: a server's public host
 // comes from its applied Status, never from a placeholder.
 package server
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"time"
 
 	"github.com/vpnfleet/vpnfleet/shared/user"
@@ -84,8 +88,24 @@ type Status struct {
 	// server at.
 	PublicHost string `json:"public_host,omitempty"`
 	// AppliedRevision is the server revision the agent applied.
-	AppliedRevision uint64    `json:"applied_revision,omitempty"`
-	Time            time.Time `json:"time,omitzero"`
+	AppliedRevision uint64 `json:"applied_revision,omitempty"`
+	// Spec is the SpecKey of the server the agent applied: a status is
+	// current only while it equals the desired server's SpecKey.
+	Spec string    `json:"spec,omitempty"`
+	Time time.Time `json:"time,omitzero"`
+}
+
+// SpecKey fingerprints what an agent runs for a server: node, engine and
+// inbounds with their keys, not the name or the status. Two records with
+// the same key need no new apply.
+func (s Server) SpecKey() string {
+	data, _ := json.Marshal(struct {
+		Node     string    `json:"node"`
+		Engine   string    `json:"engine"`
+		Inbounds []Inbound `json:"inbounds"`
+	}{s.Node, s.Engine, s.Inbounds})
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
 }
 
 // Redacted returns s without its inbounds' secrets (REALITY private keys,

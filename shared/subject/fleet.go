@@ -77,6 +77,11 @@ func ServerStatusEvent(node, server string) string {
 // agent ("vpn.evt.node.<node>").
 func NodeEvent(node string) string { return Event(KindNode, node) }
 
+// LogDelivery is where a node's agent sends the chunks of one followed log
+// ("vpn.logs.<node>.<id>"; id is the requester's, e.g. a nuid): under the
+// node's own prefix, so its credential may publish there.
+func LogDelivery(node, id string) string { return "vpn.logs." + node + "." + id }
+
 // The fleet service: node enrollment, join and revocation (run by the
 // registry). Join requests arrive on FleetJoin(token id), a subject only
 // that join token's short-lived credential may publish to.

@@ -1,5 +1,10 @@
 package subject
 
+import (
+	"fmt"
+	"strings"
+)
+
 // Permissions is what one NATS credential may do: the subjects it may
 // publish to and subscribe to (allow lists; everything else is denied),
 // and whether it may answer requests sent to it (a reply subject is
@@ -64,6 +69,7 @@ func NodeGrants(node string) []Grant {
 		{Publish, NodeEvent(node), "its registration events"},
 		{Publish, RuntimeEvent(node, "*"), "its runtime events (start, die, oom, health)"},
 		{Publish, ServerStatusEvent(node, "*"), "events about applying its servers"},
+		{Publish, LogDelivery(node, "*"), "chunks of followed logs it was asked for"},
 		{Publish, kvPut(BucketNodes, node), "its registration and heartbeat (nodes bucket, own key)"},
 		{Publish, kvPut(BucketServerStatus, NodeView(node)), "its servers' status (server_status bucket, own keys)"},
 		{Publish, kvDirectGet(BucketServerStatus, NodeView(node)), "reading its servers' status back"},
@@ -112,4 +118,25 @@ func permissionsOf(gs []Grant, responses bool) Permissions {
 		}
 	}
 	return p
+}
+
+// PermissionTable renders the grants of a node's credential and of a join
+// token's credential as the Markdown table docs/ARCHITECTURE.md carries
+// (a test keeps the two equal). Parameters show as <node> and <token>.
+func PermissionTable() string {
+	var b strings.Builder
+	b.WriteString("| credential | may | subject | why |\n| --- | --- | --- | --- |\n")
+	row := func(who string, g Grant) {
+		fmt.Fprintf(&b, "| %s | %s | `%s` | %s |\n", who, g.Action, g.Subject, g.Why)
+	}
+	for _, g := range NodeGrants("<node>") {
+		row("node `<node>`", g)
+	}
+	b.WriteString("| node `<node>` | answer | the reply subject of a request it received | replies to its commands (allow_responses) |\n")
+	for _, g := range JoinGrants("<token>") {
+		row("join token `<token>`", g)
+	}
+	b.WriteString("| service (users, gateway, health, vpnd) | publish, subscribe | `>` | the control plane itself |\n")
+	b.WriteString("| anonymous | nothing | | refused at connect |\n")
+	return b.String()
 }

@@ -65,6 +65,13 @@ func JobEvent(jobID string) string { return Event(KindJob, jobID) }
 // Usage is the subject an agent publishes usage records on.
 func Usage(node string) string { return usagePrefix + node }
 
+// ParseUsage returns the node of a Usage subject: the node whose
+// credential published it (it may publish on its own only).
+func ParseUsage(subj string) (string, bool) {
+	node, ok := strings.CutPrefix(subj, usagePrefix)
+	return node, ok && ValidToken(node)
+}
+
 // HostStats is the subject of host stats from one node.
 func HostStats(node string) string { return statsPrefix + node + ".host" }
 

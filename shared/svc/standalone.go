@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/natsauth"
 	"github.com/vpnfleet/vpnfleet/shared/probe"
 	"github.com/vpnfleet/vpnfleet/shared/telemetry"
 )
@@ -22,12 +24,17 @@ import (
 // embed it in their own Config struct.
 type Config struct {
 	NATSURL      string `flag:"nats-url" env:"VPN_NATS_URL" help:"NATS server URL(s), comma-separated"`
-	NATSCreds    string `flag:"nats-creds" env:"VPN_NATS_CREDS" help:"NATS credentials file"`
+	NATSCreds    string `flag:"nats-creds" env:"VPN_NATS_CREDS" help:"NATS credentials file (vpnd writes one for services: <data dir>/nats/service.creds)"`
+	NATSCA       string `flag:"nats-ca" env:"VPN_NATS_CA" help:"CA certificate (PEM) of the NATS servers' TLS, trusted instead of public CAs (vpnd's: <data dir>/nats/tls/ca.pem)"`
 	OpsAddr      string `flag:"ops-addr" env:"VPN_OPS_ADDR" help:"address serving /healthz, /readyz and /metrics (empty: none)"`
 	LogLevel     string `flag:"log-level" env:"VPN_LOG_LEVEL" help:"debug, info, warn or error"`
 	OTLPEndpoint string `flag:"otlp-endpoint" env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP/HTTP trace endpoint (empty: tracing off)"`
 	Replicas     int    `flag:"replicas" env:"VPN_REPLICAS" help:"replicas of provisioned streams and buckets (1, or 3 on a cluster)"`
 	Provision    bool   `flag:"provision" env:"VPN_PROVISION" help:"create or update streams and buckets at start"`
+	// DialOptions are extra options of the NATS connection, set by a
+	// binary's own code (an agent's credential and inbox prefix); not a
+	// flag.
+	DialOptions []nats.Option
 }
 
 // Defaults returns the shared defaults for a service whose ops endpoint
@@ -56,13 +63,20 @@ func (c Config) Validate() error {
 
 // Standalone runs core as its own process: logger, tracing, NATS dial,
 // provisioning, the ops HTTP endpoint, then core until ctx ends, then an
-// ordered shutdown. name is the binary's name; version is reported in
-// traces and logs.
+// ordered shutdown. It logs "started", "shutting down" when ctx ends (the
+// binary got SIGTERM or SIGINT) and "stopped" once everything is closed.
+// name is the binary's name; version is reported in traces and logs.
 func Standalone(ctx context.Context, name, version string, cfg Config, stdout io.Writer, core Core) error {
 	log, err := telemetry.NewLogger(stdout, cfg.LogLevel, name)
 	if err != nil {
 		return err
 	}
+	started := false
+	defer func() {
+		if started {
+			log.Info("stopped")
+		}
+	}()
 	stack := lifecycle.NewStack(log)
 	defer stack.Close(ctx, 15*time.Second)
 
@@ -72,7 +86,15 @@ func Standalone(ctx context.Context, name, version string, cfg Config, stdout io
 	}
 	stack.Push("tracing", stopTracing)
 
-	nc, err := bus.Dial(ctx, bus.DialConfig{URL: cfg.NATSURL, Creds: cfg.NATSCreds, Name: name}, log)
+	opts := cfg.DialOptions
+	if cfg.NATSCA != "" {
+		tc, err := natsauth.ClientConfigFromCAFile(cfg.NATSCA)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	nc, err := bus.Dial(ctx, bus.DialConfig{URL: cfg.NATSURL, Creds: cfg.NATSCreds, Name: name}, log, opts...)
 	if err != nil {
 		return err
 	}
@@ -111,5 +133,13 @@ func Standalone(ctx context.Context, name, version string, cfg Config, stdout io
 	}
 	g.Go(func() error { return core(gctx, env) })
 	log.Info("started", logkey.Version, version)
+	started = true
+	g.Go(func() error {
+		<-gctx.Done()
+		if ctx.Err() != nil {
+			log.Info("shutting down", logkey.Detail, context.Cause(ctx).Error())
+		}
+		return nil
+	})
 	return g.Wait()
 }

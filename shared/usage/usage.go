@@ -36,3 +36,16 @@ type UserDelta struct {
 
 // MsgID is the record's Nats-Msg-Id, "<node>:<window>".
 func (r Record) MsgID() string { return r.Node + ":" + strconv.FormatUint(r.Window, 10) }
+
+// Bounds of what the registry accepts (see services/users: CheckRecord).
+const (
+	// MaxAge is how far back a record's window may lie: the USAGE stream
+	// keeps records this long, and an agent's outbox replays within it.
+	MaxAge = 7 * 24 * time.Hour
+	// MaxSkew is how far ahead of the registry's clock a record's window
+	// may lie (clocks of hosts differ a little, never by minutes).
+	MaxSkew = 2 * time.Minute
+	// DefaultMaxRate is the throughput, in bytes per second, above which a
+	// node cannot have moved a record's traffic: 100 Gbit/s.
+	DefaultMaxRate int64 = 100e9 / 8
+)

@@ -83,8 +83,9 @@ type Filter struct {
 	Status     Status   `json:"status,omitempty"`
 	Protocol   Protocol `json:"protocol,omitempty"`
 	NamePrefix string   `json:"name_prefix,omitempty"`
-	// Node selects users served by this node; NodeGroups are that node's
-	// groups, for users placed by group.
+	// Node selects users served by this node. NodeGroups are that node's
+	// groups, for users placed by group: the users service fills them in
+	// from the node's enrollment (whatever a caller sends is replaced).
 	Node       string   `json:"node,omitempty"`
 	NodeGroups []string `json:"node_groups,omitempty"`
 }

@@ -92,8 +92,8 @@ const (
 var LimitResets = []LimitReset{ResetNone, ResetDay, ResetWeek, ResetMonth, ResetYear}
 
 // User is the value of a user's entry in the users bucket: the desired
-// state every agent converges to, plus the usage counters the registry
-// keeps. Revision is the KV revision the record was read at; it is not
+// state every agent converges to (through its node's view, see
+// subject.BucketNodeViews). Revision is the KV revision the record was read at; it is not
 // stored, and updates pass it back as their expected revision.
 type User struct {
 	// ID is a UUIDv4, fixed for life.
@@ -118,7 +118,10 @@ type User struct {
 	// ExpiresAt is when the user expires; zero is never.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 
-	Usage     Usage     `json:"usage"`
+	// Usage is not part of the record in the users bucket: the counters
+	// are observed state, kept in the usage bucket by the registry's usage
+	// consumer. Readers of the users service get them filled in.
+	Usage     Usage     `json:"usage,omitzero"`
 	Placement Placement `json:"placement"`
 
 	CreatedAt time.Time `json:"created_at"`

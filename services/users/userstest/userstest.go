@@ -4,6 +4,8 @@
 package userstest
 
 import (
+	"github.com/vpnfleet/vpnfleet/shared/natstest"
+
 	"bufio"
 	"os"
 	"os/exec"
@@ -31,12 +33,12 @@ type Process struct {
 	done chan struct{}
 }
 
-// Start runs bin against the NATS at url (extra flags in args) and waits
-// until it logs that the users service started. The process is killed at
-// cleanup if still running.
-func Start(tb testing.TB, bin, url string, args ...string) *Process {
+// Start runs bin against the test NATS server ns, with its service
+// credential (extra flags in args), and waits until it logs that the users
+// service started. The process is killed at cleanup if still running.
+func Start(tb testing.TB, bin string, ns *natstest.Server, args ...string) *Process {
 	tb.Helper()
-	cmd := exec.Command(bin, append([]string{"--nats-url", url, "--ops-addr", "", "--log-level", "info"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"--nats-url", ns.URL(), "--nats-creds", ns.ServiceCredsFile(), "--ops-addr", "", "--log-level", "info"}, args...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)

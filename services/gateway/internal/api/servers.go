@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/auth"
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/problem"
@@ -254,7 +255,7 @@ func (s *Server) serverLogs(w http.ResponseWriter, r *http.Request) error {
 
 	// Followed: the agent sends chunks as requests to our inbox; answering
 	// each one after it is written is the flow control.
-	req.Follow, req.Deliver, req.MaxDuration = true, s.env.NC.NewRespInbox(), time.Hour
+	req.Follow, req.Deliver, req.MaxDuration = true, subject.LogDelivery(srv.Node, nuid.Next()), time.Hour
 	chunks := make(chan *nats.Msg, 8)
 	subn, err := s.env.NC.ChanSubscribe(req.Deliver, chunks)
 	if err != nil {

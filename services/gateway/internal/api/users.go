@@ -188,13 +188,6 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if req.Node != "" {
-		n, err := s.node(r.Context(), req.Node)
-		if err != nil {
-			return err
-		}
-		req.NodeGroups = n.Groups
-	}
 	resp, err := call[user.ListResponse](s, r, subject.UsersCmd(subject.UsersList), req)
 	if err != nil {
 		return err

@@ -18,7 +18,8 @@ import (
 type cfg struct {
 	Svc     svc.Config
 	Agent   agent.Config
-	DataDir string `flag:"data-dir" env:"VPN_DATA_DIR" help:"directory for the node id, the outbox and process logs"`
+	DataDir string `flag:"data-dir" env:"VPN_DATA_DIR" help:"directory for the node id, its credential, the outbox and process logs"`
+	Join    string `flag:"join" env:"VPN_JOIN_TOKEN" secret:"true" help:"join token from 'vpn nodes add': trade it for this node's credential (kept in the data dir), then run"`
 }
 
 func (c *cfg) Validate() error {
@@ -41,8 +42,46 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := config.Load("vpn-agent", &c, args, getenv, stdout); err != nil {
 		return err
 	}
+	if err := useNodeCredential(ctx, &c); err != nil {
+		return err
+	}
 	return svc.Standalone(ctx, "vpn-agent", version.Version, c.Svc, stdout, func(ctx context.Context, env svc.Env) error {
 		env.DataDir = c.DataDir
 		return agent.Run(ctx, c.Agent, env)
 	})
+}
+
+// useNodeCredential joins with --join, or finds the credential an earlier
+// join kept, and dials NATS with it: the node's URLs (unless --nats-url is
+// given), its creds file, its CA and its own inbox prefix. Without either,
+// the agent dials with --nats-creds as given.
+func useNodeCredential(ctx context.Context, c *cfg) error {
+	var j agent.Joined
+	switch {
+	case c.Join != "":
+		joined, err := agent.Join(ctx, c.Join, c.DataDir)
+		if err != nil {
+			return err
+		}
+		j = joined
+	default:
+		joined, ok, err := agent.LoadJoined(c.DataDir)
+		if err != nil || !ok {
+			return err
+		}
+		j = joined
+	}
+	if c.Agent.NodeID != "" && c.Agent.NodeID != j.Node {
+		return errs.Field("node_id", "must be "+j.Node+", the node this host joined as (or be left out)")
+	}
+	c.Agent.NodeID = j.Node
+	if c.Svc.NATSURL == svc.Defaults("").NATSURL {
+		c.Svc.NATSURL = j.ServerURLs()
+	}
+	opts, err := j.DialOptions()
+	if err != nil {
+		return err
+	}
+	c.Svc.DialOptions = append(c.Svc.DialOptions, opts...)
+	return nil
 }

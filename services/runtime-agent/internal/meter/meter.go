@@ -108,6 +108,13 @@ func Open(dir, node string, out Sink, log *slog.Logger) (*Meter, error) {
 		}
 	}
 	m.last = m.now()
+	if m.st.Window > 0 && m.st.Window < uint64(m.last.UnixMilli()) {
+		// The next window starts where the last recorded one ended (its
+		// number is its end, in milliseconds): its bytes may have been
+		// moved while this process was down, and the registry checks
+		// them against the window's length.
+		m.last = time.UnixMilli(int64(m.st.Window)).UTC()
+	}
 	if err := m.requeue(); err != nil {
 		return nil, err
 	}

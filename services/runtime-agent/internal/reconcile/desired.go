@@ -28,11 +28,12 @@ type member struct {
 	key string
 }
 
-// memberOf returns what Xray should hold of u on node (with groups), or nil
-// when the node must not serve u: its status is not served, it is placed
-// elsewhere, or it has no usable credentials.
-func memberOf(u user.User, node string, groups []string) *member {
-	if !u.Status.Served() || !u.Placement.Serves(node, groups) {
+// memberOf returns what Xray should hold of u, or nil when the node must
+// not serve u: its status is not served, or it has no usable credentials.
+// Placement is not checked here: the registry resolved it into this
+// node's view, which holds only users placed on the node.
+func memberOf(u user.User) *member {
+	if !u.Status.Served() {
 		return nil
 	}
 	m := &member{users: map[user.Protocol]xray.User{}, fps: map[user.Protocol]string{}}
@@ -141,19 +142,8 @@ func xraySpec(s server.Server, node, api string, o specOptions) (xray.Spec, erro
 	return spec, nil
 }
 
-// specKey fingerprints what the agent runs for a server: node, engine and
-// inbounds with their keys, not the name or the status. Two records with
-// the same key need no new apply, which is how a status-only update (the
-// agent's own write) is told apart from a change.
-func specKey(s server.Server) string {
-	data, _ := json.Marshal(struct {
-		Node     string           `json:"node"`
-		Engine   string           `json:"engine"`
-		Inbounds []server.Inbound `json:"inbounds"`
-	}{s.Node, s.Engine, s.Inbounds})
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:8])
-}
+// specKey is the server's SpecKey (see server.Server.SpecKey).
+func specKey(s server.Server) string { return s.SpecKey() }
 
 // configHash fingerprints an Xray spec as the workload runs it (API
 // address and agent options included, users excluded). It labels the

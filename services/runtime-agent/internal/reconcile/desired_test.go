@@ -37,30 +37,28 @@ func TestMemberOf(t *testing.T) {
 	tests := []struct {
 		name   string
 		change func(*user.User)
-		node   string
-		groups []string
 		served bool
 	}{
-		{"active on its node", func(*user.User) {}, "n1", nil, true},
-		{"on hold is served", func(u *user.User) { u.Status = user.StatusOnHold }, "n1", nil, true},
-		{"disabled", func(u *user.User) { u.Status = user.StatusDisabled }, "n1", nil, false},
-		{"limited", func(u *user.User) { u.Status = user.StatusLimited }, "n1", nil, false},
-		{"expired", func(u *user.User) { u.Status = user.StatusExpired }, "n1", nil, false},
-		{"other node", func(*user.User) {}, "n2", nil, false},
-		{"by group", func(u *user.User) { u.Placement = user.Placement{Groups: []string{"eu"}} }, "n2", []string{"eu"}, true},
-		{"no credentials", func(u *user.User) { u.Credentials = user.Credentials{} }, "n1", nil, false},
+		{"active", func(*user.User) {}, true},
+		{"on hold is served", func(u *user.User) { u.Status = user.StatusOnHold }, true},
+		{"disabled", func(u *user.User) { u.Status = user.StatusDisabled }, false},
+		{"limited", func(u *user.User) { u.Status = user.StatusLimited }, false},
+		{"expired", func(u *user.User) { u.Status = user.StatusExpired }, false},
+		// Placement is the registry's: a user in the view is served.
+		{"placement is not looked at", func(u *user.User) { u.Placement = user.Placement{} }, true},
+		{"no credentials", func(u *user.User) { u.Credentials = user.Credentials{} }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			u := testUser()
 			tt.change(&u)
-			m := memberOf(u, tt.node, tt.groups)
+			m := memberOf(u)
 			if (m != nil) != tt.served {
 				t.Fatalf("served = %v, want %v", m != nil, tt.served)
 			}
 		})
 	}
-	m := memberOf(testUser(), "n1", nil)
+	m := memberOf(testUser())
 	if _, _, ok := m.on(ss128); !ok {
 		t.Error("a 16-byte key is not served on an aes-128 inbound")
 	}
@@ -73,9 +71,9 @@ func TestMemberOf(t *testing.T) {
 }
 
 // TestMemberKey: what Xray holds changes the key; usage, names and limits
-// do not, so the users bucket's counter updates are dropped early.
+// do not, so such updates are dropped early.
 func TestMemberKey(t *testing.T) {
-	base := memberOf(testUser(), "n1", nil).key
+	base := memberOf(testUser()).key
 	same := []func(*user.User){
 		func(u *user.User) { u.Usage.UsedUp += 1 << 20; u.Usage.Windows = map[string]uint64{"n1": 7} },
 		func(u *user.User) { u.Name, u.Note, u.TrafficLimitBytes = "bob", "x", 1 },
@@ -84,7 +82,7 @@ func TestMemberKey(t *testing.T) {
 	for i, change := range same {
 		u := testUser()
 		change(&u)
-		if k := memberOf(u, "n1", nil).key; k != base {
+		if k := memberOf(u).key; k != base {
 			t.Errorf("change %d moved the key", i)
 		}
 	}
@@ -96,7 +94,7 @@ func TestMemberKey(t *testing.T) {
 	for i, change := range differ {
 		u := testUser()
 		change(&u)
-		if k := memberOf(u, "n1", nil).key; k == base {
+		if k := memberOf(u).key; k == base {
 			t.Errorf("credential change %d kept the key", i)
 		}
 	}

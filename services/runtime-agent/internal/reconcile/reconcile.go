@@ -30,8 +30,9 @@
 // applied is kept per Xray instance under the data dir, so the adopted
 // instance is not guessed at.
 //
-// The NATS side is thin: WatchServers and WatchUsers feed the core from
-// the buckets, KVStatus writes statuses with a compare-and-set.
+// The NATS side is thin: WatchView feeds the core from this node's view
+// (node_views, keys under "<node>."), KVStatus writes statuses into the
+// server_status bucket under the node's own keys.
 package reconcile
 
 import (
@@ -70,9 +71,8 @@ const (
 // Config is what a Reconciler needs to know about its node.
 type Config struct {
 	// Node is this node's id; only servers of this node are reconciled,
-	// and only users placed on it (or its Groups) are served.
-	Node   string
-	Groups []string
+	// and the users of its view (placed on it by the registry) served.
+	Node string
 	// PublicHost is where clients reach this node; it goes into every
 	// applied status, and so into links.
 	PublicHost string
@@ -127,10 +127,9 @@ func (c *Config) defaults() {
 	}
 }
 
-// StatusStore records what the agent did with a server. SetStatus must not
-// clobber a newer spec: it writes st only while the stored server still
-// has the spec of applied (see specKey), and does nothing when the server
-// is gone or already has st.
+// StatusStore records what the agent did with a server. The status names
+// the spec it is about (server.Status.Spec), so a report on an older spec
+// is never taken for one on the current spec.
 type StatusStore interface {
 	SetStatus(ctx context.Context, applied server.Server, st server.Status) error
 }
@@ -298,7 +297,7 @@ func (r *Reconciler) ServersLoaded(present map[string]bool) {
 // PutUser sets a user's desired state. An update that changes nothing Xray
 // holds (usage counters, name, note, limits) is dropped here.
 func (r *Reconciler) PutUser(u user.User) {
-	m := memberOf(u, r.cfg.Node, r.cfg.Groups)
+	m := memberOf(u)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.users[u.ID]

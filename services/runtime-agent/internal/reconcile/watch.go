@@ -17,53 +17,72 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
 
-// WatchServers feeds the reconciler from the servers bucket until ctx
-// ends: a snapshot (ended by ServersLoaded), then every change. A broken
-// watch is opened again with backoff, and its snapshot is authoritative.
-func (r *Reconciler) WatchServers(ctx context.Context, js jetstream.JetStream) error {
-	return r.watch(ctx, js, subject.BucketServers,
+// WatchView feeds the reconciler from this node's view in the node_views
+// bucket (keys "<node>.s.<server>" and "<node>.u.<user>", all this node's
+// credential may read) until ctx ends: a snapshot (ended by ServersLoaded
+// and UsersLoaded), then every change. A broken watch is opened again
+// with backoff, and its snapshot is authoritative.
+func (r *Reconciler) WatchView(ctx context.Context, js jetstream.JetStream) error {
+	return r.watch(ctx, js, subject.BucketNodeViews, subject.NodeView(r.cfg.Node),
 		func(e jetstream.KeyValueEntry) bool {
-			var s server.Server
-			if err := json.Unmarshal(e.Value(), &s); err != nil {
-				r.log.Error("decoding server", logkey.Server, e.Key(), logkey.Err, err)
+			_, kind, id, ok := subject.ParseViewKey(e.Key())
+			if !ok {
 				return false
 			}
-			s.Revision = e.Revision()
-			if s.ID == "" {
-				s.ID = e.Key()
+			switch kind {
+			case subject.ViewServer:
+				var s server.Server
+				if err := json.Unmarshal(e.Value(), &s); err != nil {
+					r.log.Error("decoding server", logkey.Server, id, logkey.Err, err)
+					return false
+				}
+				// s.Revision is the revision of the server's record (the
+				// view carries it), which reports and events name.
+				s.ID = id
+				r.PutServer(s)
+				return s.Node == r.cfg.Node
+			default:
+				var u user.User
+				if err := json.Unmarshal(e.Value(), &u); err != nil {
+					r.log.Error("decoding user", logkey.User, id, logkey.Err, err)
+					return false
+				}
+				u.ID = id
+				r.PutUser(u)
+				return true
 			}
-			r.PutServer(s)
-			return s.Node == r.cfg.Node
 		},
-		r.DeleteServer, r.ServersLoaded)
+		func(key string) {
+			switch _, kind, id, ok := subject.ParseViewKey(key); {
+			case !ok:
+			case kind == subject.ViewServer:
+				r.DeleteServer(id)
+			default:
+				r.DeleteUser(id)
+			}
+		},
+		func(present map[string]bool) {
+			servers, users := map[string]bool{}, map[string]bool{}
+			for key, mine := range present {
+				if _, kind, id, ok := subject.ParseViewKey(key); ok && kind == subject.ViewServer {
+					servers[id] = mine
+				} else if ok {
+					users[id] = mine
+				}
+			}
+			r.ServersLoaded(servers)
+			r.UsersLoaded(users)
+		})
 }
 
-// WatchUsers feeds the reconciler from the users bucket, as WatchServers.
-func (r *Reconciler) WatchUsers(ctx context.Context, js jetstream.JetStream) error {
-	return r.watch(ctx, js, subject.BucketUsers,
-		func(e jetstream.KeyValueEntry) bool {
-			var u user.User
-			if err := json.Unmarshal(e.Value(), &u); err != nil {
-				r.log.Error("decoding user", logkey.User, e.Key(), logkey.Err, err)
-				return false
-			}
-			if u.ID == "" {
-				u.ID = e.Key()
-			}
-			r.PutUser(u)
-			return true
-		},
-		r.DeleteUser, r.UsersLoaded)
-}
-
-func (r *Reconciler) watch(ctx context.Context, js jetstream.JetStream, bucket string,
+func (r *Reconciler) watch(ctx context.Context, js jetstream.JetStream, bucket, filter string,
 	put func(jetstream.KeyValueEntry) bool, del func(string), loaded func(map[string]bool)) error {
 	bo := backoff.NewExponentialBackOff()
 	bo.MaxElapsedTime = 0
 	bo.MaxInterval = 10 * time.Second
 	bo.Reset()
 	for {
-		err := r.watchOnce(ctx, js, bucket, put, del, loaded, bo.Reset)
+		err := r.watchOnce(ctx, js, bucket, filter, put, del, loaded, bo.Reset)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -77,13 +96,13 @@ func (r *Reconciler) watch(ctx context.Context, js jetstream.JetStream, bucket s
 	}
 }
 
-func (r *Reconciler) watchOnce(ctx context.Context, js jetstream.JetStream, bucket string,
+func (r *Reconciler) watchOnce(ctx context.Context, js jetstream.JetStream, bucket, filter string,
 	put func(jetstream.KeyValueEntry) bool, del func(string), loaded func(map[string]bool), ok func()) error {
 	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
 		return errs.Wrap(errs.Unavailable, err, "opening bucket %s", bucket)
 	}
-	w, err := kv.WatchAll(ctx)
+	w, err := kv.Watch(ctx, filter)
 	if err != nil {
 		return errs.Wrap(errs.Unavailable, err, "watching bucket %s", bucket)
 	}
@@ -120,63 +139,27 @@ func (r *Reconciler) watchOnce(ctx context.Context, js jetstream.JetStream, buck
 	}
 }
 
-// KVStatus records server statuses in the servers bucket.
+// KVStatus records server statuses in the server_status bucket, under
+// "<node>.<server>": observed state, written only by this node's agent.
 type KVStatus struct {
 	JS jetstream.JetStream
 }
 
-// SetStatus implements StatusStore with a compare-and-set on the server's
-// entry: it changes only the status (other fields are kept byte for byte,
-// even ones this agent does not know), only while the entry holds the
-// spec that was applied, and not at all when it already says st.
+// SetStatus implements StatusStore. The key is this node's alone, so a
+// plain put is enough; st carries the SpecKey of applied, so readers can
+// tell a report about an older spec from a current one.
 func (s KVStatus) SetStatus(ctx context.Context, applied server.Server, st server.Status) error {
-	kv, err := s.JS.KeyValue(ctx, subject.BucketServers)
+	kv, err := s.JS.KeyValue(ctx, subject.BucketServerStatus)
 	if err != nil {
-		return errs.Wrap(errs.Unavailable, err, "opening bucket %s", subject.BucketServers)
+		return errs.Wrap(errs.Unavailable, err, "opening bucket %s", subject.BucketServerStatus)
 	}
-	want := specKey(applied)
-	for range 8 {
-		e, err := kv.Get(ctx, applied.ID)
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			return nil
-		}
-		if err != nil {
-			return errs.Wrap(errs.Unavailable, err, "reading server %s", applied.ID)
-		}
-		var cur server.Server
-		var raw map[string]json.RawMessage
-		if err := json.Unmarshal(e.Value(), &cur); err != nil {
-			return errs.Wrap(errs.Internal, err, "decoding server %s", applied.ID)
-		}
-		if err := json.Unmarshal(e.Value(), &raw); err != nil {
-			return errs.Wrap(errs.Internal, err, "decoding server %s", applied.ID)
-		}
-		if specKey(cur) != want {
-			return nil // a newer spec: its own apply reports
-		}
-		old := cur.Status
-		old.Time = st.Time
-		if old == st {
-			return nil
-		}
-		data, err := json.Marshal(st)
-		if err != nil {
-			return fmt.Errorf("encoding status of %s: %w", applied.ID, err)
-		}
-		raw["status"] = data
-		delete(raw, "revision")
-		body, err := json.Marshal(raw)
-		if err != nil {
-			return fmt.Errorf("encoding server %s: %w", applied.ID, err)
-		}
-		_, err = kv.Update(ctx, applied.ID, body, e.Revision())
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			continue
-		}
-		if err != nil {
-			return errs.Wrap(errs.Unavailable, err, "writing status of server %s", applied.ID)
-		}
-		return nil
+	st.Spec = specKey(applied)
+	data, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encoding status of %s: %w", applied.ID, err)
 	}
-	return errs.New(errs.Conflict, "server %s keeps changing; status not written", applied.ID)
+	if _, err := kv.Put(ctx, subject.ServerStatusKey(applied.Node, applied.ID), data); err != nil {
+		return errs.Wrap(errs.Unavailable, err, "writing status of server %s", applied.ID)
+	}
+	return nil
 }

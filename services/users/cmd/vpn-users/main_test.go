@@ -27,7 +27,7 @@ func TestRunServesUsersOverNATS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--nats-url", s.URL(), "--ops-addr", "", "--enforce-interval", "1s"}, func(string) string { return "" }, io.Discard)
+		done <- run(ctx, []string{"--nats-url", s.URL(), "--nats-creds", s.ServiceCredsFile(), "--ops-addr", "", "--enforce-interval", "1s"}, func(string) string { return "" }, io.Discard)
 	}()
 	var u user.User
 	waitfor.Cond(t, 10*time.Second, func() error {

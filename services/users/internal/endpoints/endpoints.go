@@ -94,11 +94,15 @@ func (h handlers) get(ctx context.Context, req user.GetRequest) (user.User, erro
 	return user.User{}, errs.Field("id", "id or name must be set")
 }
 
-func (h handlers) list(_ context.Context, req user.ListRequest) (user.ListResponse, error) {
+// list and count resolve a node filter to that node's groups here, in the
+// service that owns placement, as the job planner does.
+func (h handlers) list(ctx context.Context, req user.ListRequest) (user.ListResponse, error) {
+	req.NodeGroups = h.reg.NodeGroups(ctx, req.Node)
 	return h.idx.List(req)
 }
 
-func (h handlers) count(_ context.Context, f user.Filter) (user.CountResponse, error) {
+func (h handlers) count(ctx context.Context, f user.Filter) (user.CountResponse, error) {
+	f.NodeGroups = h.reg.NodeGroups(ctx, f.Node)
 	return user.CountResponse{Count: h.idx.Count(f)}, nil
 }
 

@@ -60,21 +60,30 @@ func byCreated(a, b *entry) bool {
 
 // Index is the view. The zero value is not usable; call New.
 type Index struct {
-	mu        sync.RWMutex
-	byID      map[string]*entry
+	mu   sync.RWMutex
+	byID map[string]*entry
+	// usage holds the counters of each user from the usage bucket (without
+	// the per-node windows), merged into the users the index returns.
+	usage     map[string]user.Usage
 	byName    *btree.BTreeG[*entry]
 	byCreated *btree.BTreeG[*entry]
 	ready     chan struct{}
 	readyOnce sync.Once
+	// usageReady is closed once the usage bucket's snapshot is loaded.
+	usageReady     chan struct{}
+	usageReadyOnce sync.Once
 }
 
 // New returns an empty index.
 func New() *Index {
 	return &Index{
 		byID:      map[string]*entry{},
+		usage:     map[string]user.Usage{},
 		byName:    btree.NewG(32, byName),
 		byCreated: btree.NewG(32, byCreated),
 		ready:     make(chan struct{}),
+
+		usageReady: make(chan struct{}),
 	}
 }
 
@@ -83,6 +92,7 @@ func (x *Index) Put(u user.User) {
 	e := &entry{u: &u, lname: strings.ToLower(u.Name), created: u.CreatedAt.UnixNano()}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	u.Usage = x.usage[u.ID]
 	if old, ok := x.byID[u.ID]; ok {
 		if old.u.Revision > u.Revision {
 			return
@@ -99,12 +109,76 @@ func (x *Index) Put(u user.User) {
 func (x *Index) Remove(id string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	delete(x.usage, id)
 	if old, ok := x.byID[id]; ok {
 		delete(x.byID, id)
 		x.byName.Delete(old)
 		x.byCreated.Delete(old)
 	}
 }
+
+// PutUsage records a user's counters (from the usage bucket). They are
+// kept apart from the user's record, which is desired state only.
+func (x *Index) PutUsage(id string, c user.Usage) {
+	c.Windows = nil
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.usage[id] = c
+	if e, ok := x.byID[id]; ok {
+		u := *e.u
+		u.Usage = c
+		e.u = &u
+	}
+}
+
+// RemoveUsage forgets a user's counters.
+func (x *Index) RemoveUsage(id string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	delete(x.usage, id)
+	if e, ok := x.byID[id]; ok {
+		u := *e.u
+		u.Usage = user.Usage{}
+		e.u = &u
+	}
+}
+
+// FollowUsage feeds the index's counters from a watch of the usage bucket
+// until ctx ends.
+func (x *Index) FollowUsage(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return errs.Wrap(errs.Unavailable, err, "watching usage")
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil {
+				x.usageReadyOnce.Do(func() { close(x.usageReady) })
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				x.RemoveUsage(e.Key())
+				continue
+			}
+			var c user.Usage
+			if err := json.Unmarshal(e.Value(), &c); err != nil {
+				log.Error("indexing usage", logkey.User, e.Key(), logkey.Err, err)
+				continue
+			}
+			x.PutUsage(e.Key(), c)
+		}
+	}
+}
+
+// UsageReady is closed once the counters' snapshot is loaded.
+func (x *Index) UsageReady() <-chan struct{} { return x.usageReady }
 
 // Len is the number of users.
 func (x *Index) Len() int {

@@ -152,7 +152,7 @@ func (j *Jobs) Create(ctx context.Context, req job.CreateRequest) (job.CreateRes
 	case req.Kind == job.KindGenerate:
 		p, err = planGenerate(req, j.idx, now)
 	default:
-		p, err = planFilter(req, j.idx, now)
+		p, err = planFilter(req, j.idx, j.reg.NodeGroups(ctx, req.Filter.Node), now)
 	}
 	if err != nil {
 		return job.CreateResponse{}, err

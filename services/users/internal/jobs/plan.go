@@ -204,7 +204,7 @@ func parseExtend(s string) (time.Duration, error) {
 
 // planFilter checks the parameters of a change by filter and selects the
 // users it applies to, as the index sees them now.
-func planFilter(req job.CreateRequest, idx *index.Index, now time.Time) (plan, error) {
+func planFilter(req job.CreateRequest, idx *index.Index, nodeGroups []string, now time.Time) (plan, error) {
 	var fe []errs.FieldError
 	add := func(field, rule string) { fe = append(fe, errs.FieldError{Field: field, Rule: rule}) }
 	var prm Params
@@ -269,7 +269,7 @@ func planFilter(req job.CreateRequest, idx *index.Index, now time.Time) (plan, e
 	if err := errs.Fields(fe...); err != nil {
 		return plan{}, err
 	}
-	uf := user.Filter{Status: f.Status, Protocol: f.Protocol, NamePrefix: f.NamePrefix, Node: f.Node}
+	uf := user.Filter{Status: f.Status, Protocol: f.Protocol, NamePrefix: f.NamePrefix, Node: f.Node, NodeGroups: nodeGroups}
 	lprefix := strings.ToLower(f.NamePrefix)
 	var users []user.User
 	idx.Each(func(u user.User) bool {

@@ -130,6 +130,13 @@ func (r *Registry) BulkCreate(ctx context.Context, items []Stored) ([]Result, er
 			}
 		}
 	}
+	for _, i := range created {
+		if u := items[i].User; !usageEqual(u.Usage, user.Usage{}) {
+			if err := r.setUsage(ctx, u.ID, func(c *user.Usage) { *c = u.Usage }); err != nil {
+				return nil, err
+			}
+		}
+	}
 	envs := make([]event.Envelope, 0, len(created))
 	subs := make([]string, 0, len(created))
 	for _, i := range created {
@@ -246,6 +253,11 @@ func (r *Registry) BulkEdit(ctx context.Context, current []user.User, edit Edit)
 			}
 		}
 	}
+	for _, i := range written {
+		if err := r.carryUsage(ctx, res[i].Before, res[i].After); err != nil {
+			return nil, err
+		}
+	}
 	envs := make([]event.Envelope, 0, len(written))
 	subs := make([]string, 0, len(written))
 	for k, i := range written {
@@ -261,6 +273,18 @@ func (r *Registry) BulkEdit(ctx context.Context, current []user.User, edit Edit)
 		subs = append(subs, subject.UserEvent(res[i].After.ID))
 	}
 	return res, r.publishEvents(ctx, subs, envs)
+}
+
+// carryUsage stores what an edit changed of a user's counters (a traffic
+// reset) in the usage bucket; the users bucket holds no counters.
+func (r *Registry) carryUsage(ctx context.Context, before, after user.User) error {
+	b, a := before.Usage, after.Usage
+	if b.UsedUp == a.UsedUp && b.UsedDown == a.UsedDown && b.ResetAt.Equal(a.ResetAt) {
+		return nil
+	}
+	return r.setUsage(ctx, after.ID, func(c *user.Usage) {
+		c.UsedUp, c.UsedDown, c.ResetAt = a.UsedUp, a.UsedDown, a.ResetAt
+	})
 }
 
 // editOne re-reads one user and applies edit with a compare-and-set,
@@ -355,6 +379,12 @@ func (r *Registry) BulkDelete(ctx context.Context, current []user.User) ([]Resul
 			if res[i].Changed {
 				deleted = append(deleted, i)
 			}
+		}
+	}
+	for _, i := range deleted {
+		// Users that never had traffic have no counters to drop.
+		if !usageEqual(res[i].Before.Usage, user.Usage{}) {
+			r.dropUsage(ctx, res[i].Before.ID)
 		}
 	}
 	envs := make([]event.Envelope, 0, len(deleted))

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
+	"github.com/vpnfleet/vpnfleet/shared/usage"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
 
@@ -65,6 +67,8 @@ type Options struct {
 	Source string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Usage bounds usage records (default: usage.DefaultMaxRate).
+	Usage Limits
 }
 
 // Registry is the core. It holds no user state of its own: everything is
@@ -73,10 +77,12 @@ type Options struct {
 type Registry struct {
 	js      jetstream.JetStream
 	users   jetstream.KeyValue
+	usage   jetstream.KeyValue
 	names   jetstream.KeyValue
 	idem    jetstream.KeyValue
 	servers jetstream.KeyValue
-	nodes   jetstream.KeyValue
+	status  jetstream.KeyValue
+	enrolls jetstream.KeyValue
 	// usersStream is the stream behind the users bucket, read for the
 	// revision of a deletion.
 	usersStream jetstream.Stream
@@ -98,16 +104,21 @@ func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger, opts Op
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Usage.MaxRate == 0 {
+		opts.Usage.MaxRate = usage.DefaultMaxRate
+	}
 	r := &Registry{js: js, log: log, opts: opts}
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
 	}{
 		{subject.BucketUsers, &r.users},
+		{subject.BucketUsage, &r.usage},
 		{subject.BucketUserNames, &r.names},
 		{subject.BucketUserIdempotency, &r.idem},
 		{subject.BucketServers, &r.servers},
-		{subject.BucketNodes, &r.nodes},
+		{subject.BucketServerStatus, &r.status},
+		{subject.BucketEnrollments, &r.enrolls},
 	} {
 		kv, err := js.KeyValue(ctx, b.name)
 		if err != nil {
@@ -125,6 +136,10 @@ func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger, opts Op
 
 // Users is the users bucket, for readers that watch it.
 func (r *Registry) Users() jetstream.KeyValue { return r.users }
+
+// Usage is the usage bucket (counters of each user), for readers that
+// watch it.
+func (r *Registry) Usage() jetstream.KeyValue { return r.usage }
 
 func (r *Registry) now() time.Time { return r.opts.Now().UTC().Round(0) }
 
@@ -145,14 +160,104 @@ func (r *Registry) Get(ctx context.Context, id string) (user.User, error) {
 }
 
 func (r *Registry) get(ctx context.Context, id string) (user.User, error) {
+	u, _, err := r.getWithUsage(ctx, id)
+	return u, err
+}
+
+// getWithUsage reads a user's record and its counters from the usage
+// bucket, and returns the usage entry's revision (0 when it has none yet)
+// for a compare-and-set.
+func (r *Registry) getWithUsage(ctx context.Context, id string) (user.User, uint64, error) {
 	e, err := r.users.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return user.User{}, errs.New(errs.NotFound, "user %s not found", id)
+		return user.User{}, 0, errs.New(errs.NotFound, "user %s not found", id)
 	}
 	if err != nil {
-		return user.User{}, unavailable(err, "reading user %s", id)
+		return user.User{}, 0, unavailable(err, "reading user %s", id)
 	}
-	return Decode(e)
+	u, err := Decode(e)
+	if err != nil {
+		return user.User{}, 0, err
+	}
+	c, rev, err := r.readUsage(ctx, id)
+	if err != nil {
+		return user.User{}, 0, err
+	}
+	if rev != 0 {
+		u.Usage = c
+	}
+	return u, rev, nil
+}
+
+// readUsage returns a user's counters and their revision (0 when the user
+// has none yet).
+func (r *Registry) readUsage(ctx context.Context, id string) (user.Usage, uint64, error) {
+	e, err := r.usage.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return user.Usage{}, 0, nil
+	}
+	if err != nil {
+		return user.Usage{}, 0, unavailable(err, "reading usage of user %s", id)
+	}
+	var c user.Usage
+	if err := json.Unmarshal(e.Value(), &c); err != nil {
+		return user.Usage{}, 0, errs.Wrap(errs.Internal, err, "decoding usage of user %s", id)
+	}
+	return c, e.Revision(), nil
+}
+
+// writeUsage stores a user's counters with a compare-and-set on rev (0:
+// the user has none yet), returning jetstream.ErrKeyRevisionMismatch (or
+// ErrKeyExists) when another writer got in first.
+func (r *Registry) writeUsage(ctx context.Context, id string, c user.Usage, rev uint64) error {
+	data, err := json.Marshal(c)
+	if err != nil {
+		return errs.Wrap(errs.Internal, err, "encoding usage of user %s", id)
+	}
+	if rev == 0 {
+		_, err = r.usage.Create(ctx, id, data)
+	} else {
+		_, err = r.usage.Update(ctx, id, data, rev)
+	}
+	return err
+}
+
+// setUsage changes a user's counters with a compare-and-set, re-reading
+// when another writer got in first.
+func (r *Registry) setUsage(ctx context.Context, id string, mutate func(*user.Usage)) error {
+	for range maxCASAttempts {
+		c, rev, err := r.readUsage(ctx, id)
+		if err != nil {
+			return err
+		}
+		mutate(&c)
+		err = r.writeUsage(ctx, id, c, rev)
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+			continue
+		}
+		if err != nil {
+			return unavailable(err, "storing usage of user %s", id)
+		}
+		return nil
+	}
+	return errs.Wrap(errs.Conflict, ErrStale, "usage of user %s keeps changing; retry", id)
+}
+
+// dropUsage deletes a deleted user's counters. A failure is only logged:
+// counters without a user are never read.
+func (r *Registry) dropUsage(ctx context.Context, id string) {
+	if err := r.usage.Delete(ctx, id); err != nil {
+		r.log.Warn("deleting usage of a deleted user", logkey.User, id, logkey.Err, err)
+	}
+}
+
+// usageEqual reports whether two sets of counters are the same, windows
+// included.
+func usageEqual(a, b user.Usage) bool {
+	return a.UsedUp == b.UsedUp && a.UsedDown == b.UsedDown &&
+		a.LifetimeUp == b.LifetimeUp && a.LifetimeDown == b.LifetimeDown &&
+		a.LastSeenAt.Equal(b.LastSeenAt) && a.FirstUsedAt.Equal(b.FirstUsedAt) &&
+		a.ResetAt.Equal(b.ResetAt) && maps.Equal(a.Windows, b.Windows)
 }
 
 // Decode reads a user from its bucket entry and stamps its revision.
@@ -165,8 +270,11 @@ func Decode(e jetstream.KeyValueEntry) (user.User, error) {
 	return u, nil
 }
 
+// encode is a user's record in the users bucket: desired state only. The
+// counters live in the usage bucket.
 func encode(u user.User) ([]byte, error) {
 	u.Revision = 0
+	u.Usage = user.Usage{}
 	data, err := json.Marshal(u)
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "encoding user %s", u.ID)
@@ -418,7 +526,11 @@ func (r *Registry) releaseName(ctx context.Context, name, id string) {
 // publish stores the event of a change at u.Revision, with message id
 // "<id>:<revision>".
 func (r *Registry) publish(ctx context.Context, typ event.Type, u user.User, prev user.Status, reason string) error {
-	id := u.ID + ":" + fmt.Sprint(u.Revision)
+	return r.publishAs(ctx, typ, u, prev, reason, u.ID+":"+fmt.Sprint(u.Revision))
+}
+
+// publishAs stores the event of a change with message id id.
+func (r *Registry) publishAs(ctx context.Context, typ event.Type, u user.User, prev user.Status, reason, id string) error {
 	env, err := event.New(typ, id, r.opts.Source, user.Event{User: u.Redacted(), PreviousStatus: prev, Reason: reason})
 	if err != nil {
 		return err
@@ -448,7 +560,7 @@ func (r *Registry) modify(ctx context.Context, id string, expected uint64, mutat
 		return user.User{}, errs.Field("id", "must be a user id (UUIDv4)")
 	}
 	for range maxCASAttempts {
-		u, err := r.get(ctx, id)
+		u, usageRev, err := r.getWithUsage(ctx, id)
 		if err != nil {
 			return user.User{}, err
 		}
@@ -460,6 +572,36 @@ func (r *Registry) modify(ctx context.Context, id string, expected uint64, mutat
 		c, err := mutate(&next, now)
 		if err != nil || !c.write {
 			return u, err
+		}
+		// Counters first: a crash before the record is written leaves a
+		// state that the next Settle completes (the status follows from
+		// the counters), never counters lost behind a status.
+		stored := u.Usage
+		if usageRev == 0 {
+			// No counters in the usage bucket yet: whatever the record
+			// carried (a record not yet migrated) is written there.
+			stored = user.Usage{}
+		}
+		if !usageEqual(stored, next.Usage) {
+			err := r.writeUsage(ctx, id, next.Usage, usageRev)
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+				continue
+			}
+			if err != nil {
+				return user.User{}, unavailable(err, "storing usage of user %s", id)
+			}
+		}
+		before, _ := encode(u)
+		after, _ := encode(next)
+		if string(before) == string(after) {
+			// Only the counters changed: the record (and every node's view
+			// of it) stays as it is.
+			if c.typ != "" {
+				if err := r.publishAs(ctx, c.typ, next, c.prev, c.reason, fmt.Sprintf("%s:%d:usage:%d", id, next.Revision, usageRev+1)); err != nil {
+					return next, err
+				}
+			}
+			return next, nil
 		}
 		next.UpdatedAt = now
 		next.TraceParent = traceParent(ctx)
@@ -545,6 +687,7 @@ func (r *Registry) Delete(ctx context.Context, req user.RevisionRequest) (user.D
 			return user.DeleteResponse{}, unavailable(err, "deleting user %s", u.ID)
 		}
 		r.releaseName(ctx, u.Name, u.ID)
+		r.dropUsage(ctx, u.ID)
 		u.Revision = rev
 		resp := user.DeleteResponse{ID: u.ID, Revision: rev}
 		return resp, r.publish(ctx, event.UserDeleted, u, "", "")

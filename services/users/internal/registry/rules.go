@@ -52,6 +52,13 @@ func Settle(u *user.User, now time.Time) Outcome {
 		u.Usage.ResetAt = now
 		out.Reset = true
 	}
+	if u.Status == user.StatusOnHold && !u.Usage.FirstUsedAt.IsZero() {
+		// First used, but the status was not stored with the counters
+		// (a crash in between): finish what ApplyDelta started.
+		u.Status = user.StatusActive
+		u.ExpiresAt = u.Usage.FirstUsedAt.AddDate(0, 0, u.OnHoldDays)
+		out.Reason = user.ReasonFirstUse
+	}
 	switch u.Status {
 	case user.StatusActive, user.StatusLimited, user.StatusExpired:
 		switch {
@@ -69,6 +76,7 @@ func Settle(u *user.User, now time.Time) Outcome {
 			out.Reason = user.ReasonExpired
 		case u.Status == user.StatusLimited:
 			out.Reason = user.ReasonLimitReached
+		case out.Reason == user.ReasonFirstUse:
 		case out.Previous == user.StatusLimited && out.Reset:
 			out.Reason = user.ReasonLimitReset
 		default:

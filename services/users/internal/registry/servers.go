@@ -7,13 +7,16 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vpnfleet/vpnfleet/services/users/internal/servers"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/node"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 )
 
-// Servers returns every server record and the groups of each node that
-// runs one. Links are built from these records only.
+// Servers returns every server record, with its node's report, and the
+// groups of each node that runs one. Links are built from these records
+// only.
 func (r *Registry) Servers(ctx context.Context) ([]server.Server, map[string][]string, error) {
 	lister, err := r.servers.ListKeys(ctx)
 	if err != nil {
@@ -39,27 +42,31 @@ func (r *Registry) Servers(ctx context.Context) ([]server.Server, map[string][]s
 			continue
 		}
 		s.Revision = e.Revision()
+		s.Status = servers.ReadStatus(ctx, r.status, s)
 		out = append(out, s)
 		if _, ok := groups[s.Node]; !ok {
-			groups[s.Node] = r.nodeGroups(ctx, s.Node)
+			groups[s.Node] = r.NodeGroups(ctx, s.Node)
 		}
 	}
 	return out, groups, nil
 }
 
-// nodeGroups reads the groups of a node from its registration in the nodes
-// bucket (only that field; the agent owns the rest). A node that is not
-// registered has none.
-func (r *Registry) nodeGroups(ctx context.Context, node string) []string {
-	e, err := r.nodes.Get(ctx, node)
+// NodeGroups reads the groups of a node from its enrollment (set by the
+// operator; never from what the agent says of itself). A node that is not
+// enrolled, or revoked, has none; so has the empty node. It is the one
+// place node groups are resolved: listing, counting, job filters and
+// links all ask it.
+func (r *Registry) NodeGroups(ctx context.Context, id string) []string {
+	if id == "" {
+		return nil
+	}
+	e, err := r.enrolls.Get(ctx, id)
 	if err != nil {
 		return nil
 	}
-	var reg struct {
-		Groups []string `json:"groups"`
-	}
-	if err := json.Unmarshal(e.Value(), &reg); err != nil {
+	var en node.Enrollment
+	if err := json.Unmarshal(e.Value(), &en); err != nil || !en.Active() {
 		return nil
 	}
-	return reg.Groups
+	return en.Groups
 }

@@ -62,10 +62,11 @@ type Options struct {
 // Registry is the core. It keeps no state of its own, so it is safe to use
 // from many goroutines and many processes.
 type Registry struct {
-	js   jetstream.JetStream
-	kv   jetstream.KeyValue
-	log  *slog.Logger
-	opts Options
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	status jetstream.KeyValue
+	log    *slog.Logger
+	opts   Options
 }
 
 // Open binds a registry to the servers bucket (which must be provisioned).
@@ -80,7 +81,11 @@ func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger, opts Op
 	if err != nil {
 		return nil, errs.Wrap(errs.Unavailable, err, "opening bucket %s", subject.BucketServers)
 	}
-	return &Registry{js: js, kv: kv, log: log, opts: opts}, nil
+	status, err := js.KeyValue(ctx, subject.BucketServerStatus)
+	if err != nil {
+		return nil, errs.Wrap(errs.Unavailable, err, "opening bucket %s", subject.BucketServerStatus)
+	}
+	return &Registry{js: js, kv: kv, status: status, log: log, opts: opts}, nil
 }
 
 func (r *Registry) now() time.Time { return r.opts.Now().UTC().Round(0) }
@@ -105,8 +110,11 @@ func Decode(e jetstream.KeyValueEntry) (server.Server, error) {
 	return s, nil
 }
 
+// encode is a server's record in the servers bucket: desired state only.
+// Its status is its node's report, in the server_status bucket.
 func encode(s server.Server) ([]byte, error) {
 	s.Revision = 0
+	s.Status = server.Status{}
 	data, err := json.Marshal(s)
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "encoding server %s", s.ID)
@@ -119,7 +127,29 @@ func (r *Registry) Get(ctx context.Context, req server.GetRequest) (server.Serve
 	if !ValidID(req.ID) {
 		return server.Server{}, errs.Field("id", IDRule)
 	}
-	return r.get(ctx, req.ID)
+	s, err := r.get(ctx, req.ID)
+	if err != nil {
+		return server.Server{}, err
+	}
+	s.Status = ReadStatus(ctx, r.status, s)
+	return s, nil
+}
+
+// ReadStatus returns what s's node reported of it (in the server_status
+// bucket), or pending when it has not reported on s's current spec yet or
+// the report is not readable. Status is observed state: reading it never
+// fails a request.
+func ReadStatus(ctx context.Context, kv jetstream.KeyValue, s server.Server) server.Status {
+	pending := server.Status{State: server.StatePending}
+	e, err := kv.Get(ctx, subject.ServerStatusKey(s.Node, s.ID))
+	if err != nil {
+		return pending
+	}
+	var st server.Status
+	if err := json.Unmarshal(e.Value(), &st); err != nil || st.State == "" || st.Spec != s.SpecKey() {
+		return pending
+	}
+	return st
 }
 
 func (r *Registry) get(ctx context.Context, id string) (server.Server, error) {
@@ -146,6 +176,7 @@ func (r *Registry) List(ctx context.Context, req server.ListRequest) (server.Lis
 	out := []server.Server{}
 	for _, s := range snap.servers {
 		if req.Node == "" || s.Node == req.Node {
+			s.Status = ReadStatus(ctx, r.status, s)
 			out = append(out, s)
 		}
 	}
@@ -348,6 +379,7 @@ func (r *Registry) Update(ctx context.Context, req server.UpdateRequest) (server
 			return server.Server{}, err
 		}
 		next.Revision = rev
+		next.Status = ReadStatus(ctx, r.status, next)
 		r.log.Info("server updated", logkey.Server, next.ID, logkey.Node, next.Node)
 		return next, r.publish(ctx, event.ServerUpdated, next, c.SpecChanged)
 	}
