@@ -15,7 +15,6 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
-	"github.com/vpnfleet/vpnfleet/shared/natsauth"
 	"github.com/vpnfleet/vpnfleet/shared/probe"
 	"github.com/vpnfleet/vpnfleet/shared/telemetry"
 )
@@ -86,15 +85,7 @@ func Standalone(ctx context.Context, name, version string, cfg Config, stdout io
 	}
 	stack.Push("tracing", stopTracing)
 
-	opts := cfg.DialOptions
-	if cfg.NATSCA != "" {
-		tc, err := natsauth.ClientConfigFromCAFile(cfg.NATSCA)
-		if err != nil {
-			return err
-		}
-		opts = append(opts, nats.Secure(tc))
-	}
-	nc, err := bus.Dial(ctx, bus.DialConfig{URL: cfg.NATSURL, Creds: cfg.NATSCreds, Name: name}, log, opts...)
+	nc, err := bus.Dial(ctx, bus.DialConfig{URL: cfg.NATSURL, Creds: cfg.NATSCreds, CA: cfg.NATSCA, Name: name}, log, cfg.DialOptions...)
 	if err != nil {
 		return err
 	}
