@@ -1,0 +1,84 @@
+package svc_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/vpnfleet/vpnfleet/shared/natstest"
+	"github.com/vpnfleet/vpnfleet/shared/svc"
+	"github.com/vpnfleet/vpnfleet/shared/waitfor"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer is a log destination the test reads while the binary writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) messages() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
+		var l struct{ Msg string }
+		if json.Unmarshal([]byte(line), &l) == nil {
+			out = append(out, l.Msg)
+		}
+	}
+	return out
+}
+
+// TestStandaloneLogsItsShutdown: a standalone binary (vpn-agent, vpn-users,
+// ...) asked to stop (SIGTERM cancels its context) says so when the
+// request arrives and again when it has stopped, so an operator reading
+// the logs sees the stop was asked for and completed.
+func TestStandaloneLogsItsShutdown(t *testing.T) {
+	ns := natstest.Start(t)
+	cfg := svc.Defaults("")
+	cfg.NATSURL, cfg.NATSCreds, cfg.Provision = ns.URL(), ns.ServiceCredsFile(), false
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- svc.Standalone(ctx, "vpn-test", "v0", cfg, &out, func(ctx context.Context, _ svc.Env) error {
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	waitfor.Cond(t, 10*time.Second, func() error {
+		if !strings.Contains(strings.Join(out.messages(), "\n"), "started") {
+			return fmt.Errorf("not started: %q", out.messages())
+		}
+		return nil
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Standalone did not return after its context ended")
+	}
+	msgs := out.messages()
+	if len(msgs) < 3 || msgs[len(msgs)-1] != "stopped" || !strings.Contains(strings.Join(msgs, "\n"), "shutting down") {
+		t.Fatalf("log messages %q: want shutting down, then stopped last", msgs)
+	}
+}
