@@ -16,9 +16,10 @@ import (
 )
 
 // errorBody is the JSON body of an error reply; it carries what the micro
-// error headers cannot: the class name and the field errors.
+// error headers cannot: the class name, the code and the field errors.
 type errorBody struct {
 	Class   string            `json:"class"`
+	Code    string            `json:"code,omitempty"`
 	Message string            `json:"message"`
 	Fields  []errs.FieldError `json:"fields,omitempty"`
 }
@@ -59,7 +60,7 @@ func Endpoint[Req, Resp any](base context.Context, log *slog.Logger, timeout tim
 
 func respondError(r micro.Request, log *slog.Logger, err error) {
 	class := errs.ClassOf(err)
-	body := errorBody{Class: class.String(), Message: errs.Message(err), Fields: errs.FieldsOf(err)}
+	body := errorBody{Class: class.String(), Code: errs.CodeOf(err), Message: errs.Message(err), Fields: errs.FieldsOf(err)}
 	if class == errs.Internal {
 		log.Error("handling request", logkey.Subject, r.Subject(), logkey.Err, err)
 		body.Message = "internal error"
@@ -102,7 +103,7 @@ func Request[Resp any](ctx context.Context, nc *nats.Conn, subj string, req any)
 		if msg == "" {
 			msg = reply.Header.Get(micro.ErrorHeader)
 		}
-		return resp, &errs.Error{Class: class, Msg: msg, Fields: body.Fields}
+		return resp, &errs.Error{Class: class, Code: body.Code, Msg: msg, Fields: body.Fields}
 	}
 	if err := json.Unmarshal(reply.Data, &resp); err != nil {
 		return resp, errs.Wrap(errs.Internal, err, "decoding reply from %s", subj)

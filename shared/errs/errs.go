@@ -72,13 +72,58 @@ type FieldError struct {
 
 func (f FieldError) String() string { return f.Field + ": " + f.Rule }
 
-// Error is a classified error with a human message, optional field errors
-// and an optional cause.
+// Error is a classified error with a human message, optional field errors,
+// an optional code and an optional cause.
 type Error struct {
-	Class  Class
+	Class Class
+	// Code, when set, names the condition more precisely than the class,
+	// in stable snake_case (CodeFilterMatchesNothing): what a caller
+	// answers precisely, so that nobody matches message text, which may be
+	// reworded any day. Package bus carries it across the wire.
+	Code   string
 	Msg    string
 	Fields []FieldError
 	Err    error
+}
+
+// Codes of conditions their callers answer precisely (the gateway gives
+// each its own problem code and hint). Like a Class, a code is part of
+// the wire contract: add new ones, never reword one.
+const (
+	// CodeFilterMatchesNothing: a bulk job's filter selects no user.
+	CodeFilterMatchesNothing = "filter_matches_nothing"
+	// CodeInvalidRecords: an import's records break rules; each field
+	// error names the record ("line 3: email").
+	CodeInvalidRecords = "invalid_records"
+)
+
+// WithCode returns err carrying code, keeping its class, message, fields
+// and cause. A nil err gives nil.
+func WithCode(err error, code string) error {
+	if err == nil {
+		return nil
+	}
+	if e, ok := err.(*Error); ok {
+		c := *e
+		c.Code = code
+		return &c
+	}
+	return &Error{Class: ClassOf(err), Code: code, Err: err}
+}
+
+// CodeOf returns the outermost code carried in err's chain ("" when none).
+func CodeOf(err error) string {
+	for err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			return ""
+		}
+		if e.Code != "" {
+			return e.Code
+		}
+		err = e.Err
+	}
+	return ""
 }
 
 // Error joins the message, the field errors and the cause.

@@ -53,3 +53,35 @@ func TestCodeRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestCodeIsCarried checks the machine-readable code: set on any error,
+// kept through wrapping (fmt %w and Wrap), beside the class, message and
+// fields it leaves alone.
+func TestCodeIsCarried(t *testing.T) {
+	base := errs.Field("filter", "selects nobody")
+	cases := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"none", base, ""},
+		{"on an errs.Error", errs.WithCode(base, errs.CodeFilterMatchesNothing), errs.CodeFilterMatchesNothing},
+		{"through fmt wrapping", fmt.Errorf("planning: %w", errs.WithCode(base, errs.CodeFilterMatchesNothing)), errs.CodeFilterMatchesNothing},
+		{"through errs.Wrap", errs.Wrap(errs.Invalid, errs.WithCode(base, errs.CodeInvalidRecords), "importing"), errs.CodeInvalidRecords},
+		{"on a plain error", errs.WithCode(fmt.Errorf("x: %w", base), errs.CodeInvalidRecords), errs.CodeInvalidRecords},
+		{"nil", nil, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := errs.CodeOf(c.err); got != c.want {
+				t.Fatalf("CodeOf(%v) = %q, want %q", c.err, got, c.want)
+			}
+			if c.err != nil && (!errors.Is(c.err, errs.Invalid) || len(errs.FieldsOf(c.err)) != 1 || errs.Message(c.err) == "") {
+				t.Fatalf("%v lost its class, fields or message", c.err)
+			}
+		})
+	}
+	if errs.WithCode(nil, "x") != nil {
+		t.Fatal("WithCode(nil) must be nil")
+	}
+}

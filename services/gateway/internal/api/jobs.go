@@ -296,8 +296,9 @@ func JobsQuery(q url.Values) (job.ListRequest, error) {
 
 var jobStates = []job.State{job.StateRunning, job.StatePaused, job.StateCompleted, job.StateFailed, job.StateCancelled}
 
-// jobProblem gives the registry's refusals of job requests their precise
-// code and a hint that says what to do.
+// jobProblem gives the jobs service's refusals their precise code and a
+// hint that says what to do, choosing by class and by the code the refusal
+// carries (errs.CodeOf), never by its wording.
 func jobProblem(err error, id string) error {
 	fields := errs.FieldsOf(err)
 	switch errs.ClassOf(err) {
@@ -310,21 +311,37 @@ func jobProblem(err error, id string) error {
 		p := problem.New(errs.Conflict, errs.Conflict.String(), errs.Message(err),
 			"pause needs a running job, resume a paused one, cancel a running or paused one, rollback a finished one; GET /api/v1/jobs/"+id+" shows its state")
 		return p
-	case errs.Invalid:
-		if len(fields) > 0 && fields[0].Field == "filter" && strings.Contains(fields[0].Rule, "matches no users") {
-			p := problem.Fields(problem.CodeFilterMatchesNothing, fields...)
-			p.Detail = "the filter selects no user"
-			p.Hint = "check the filter against the users it should select: GET /api/v1/users with the same status, protocol, node and name_prefix (`vpn users list --status ... --prefix ...`)"
-			return p
-		}
-		if slices.ContainsFunc(fields, func(f errs.FieldError) bool { return strings.Contains(f.Field, ": ") }) {
-			p := problem.Fields(problem.CodeInvalidRecords, fields...)
-			p.Detail = errs.Message(err)
-			p.Hint = "send the request again with dry_run=true for the full report (`vpn users import FILE --dry-run`); fix the file, or set skip_invalid=true to apply only the valid records"
-			return p
-		}
+	}
+	switch jobCode(err, fields) {
+	case errs.CodeFilterMatchesNothing:
+		p := problem.Fields(problem.CodeFilterMatchesNothing, fields...)
+		p.Detail = "the filter selects no user"
+		p.Hint = "check the filter against the users it should select: GET /api/v1/users with the same status, protocol, node and name_prefix (`vpn users list --status ... --prefix ...`)"
+		return p
+	case errs.CodeInvalidRecords:
+		p := problem.Fields(problem.CodeInvalidRecords, fields...)
+		p.Detail = errs.Message(err)
+		p.Hint = "send the request again with dry_run=true for the full report (`vpn users import FILE --dry-run`); fix the file, or set skip_invalid=true to apply only the valid records"
+		return p
 	}
 	return err
+}
+
+// jobCode is the code of a refusal of the jobs service. Until every
+// replica of the jobs service sets codes (errs.WithCode at its two
+// refusals), one that does not is recognised by its two historic shapes;
+// the code always wins.
+func jobCode(err error, fields []errs.FieldError) string {
+	if c := errs.CodeOf(err); c != "" || !errors.Is(err, errs.Invalid) {
+		return c
+	}
+	switch {
+	case len(fields) > 0 && fields[0].Field == "filter" && strings.Contains(fields[0].Rule, "matches no users"):
+		return errs.CodeFilterMatchesNothing
+	case slices.ContainsFunc(fields, func(f errs.FieldError) bool { return strings.Contains(f.Field, ": ") }):
+		return errs.CodeInvalidRecords
+	}
+	return ""
 }
 
 func jobPath(id string) string { return "/api/v1/jobs/" + id }

@@ -50,8 +50,8 @@ const (
 	// Bulk jobs.
 	CodeMalformedForm        = "malformed_form"
 	CodeFileTooLarge         = "file_too_large"
-	CodeInvalidRecords       = "invalid_records"
-	CodeFilterMatchesNothing = "filter_matches_nothing"
+	CodeInvalidRecords       = errs.CodeInvalidRecords
+	CodeFilterMatchesNothing = errs.CodeFilterMatchesNothing
 )
 
 // Codes lists every code a problem may carry, for the API description.

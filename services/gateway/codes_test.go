@@ -1,0 +1,65 @@
+package gateway_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/vpnfleet/vpnfleet/shared/bus"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/job"
+	"github.com/vpnfleet/vpnfleet/shared/natstest"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
+)
+
+// TestJobRefusalsAnsweredByCode is issue 18.10: the gateway answers the
+// jobs service's refusals by the code they carry (errs.Error.Code, across
+// the wire by package bus), not by matching their text. A jobs service
+// that words its refusals differently (this one, on the real bus adapter,
+// in place of the registry) gets the same problems.
+func TestJobRefusalsAnsweredByCode(t *testing.T) {
+	h := newHarnessWith(t, options{noUsers: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, err := micro.AddService(h.nc, micro.Config{Name: "reworded-jobs", Version: "0.0.1", QueueGroup: "reworded-jobs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	create := bus.Endpoint(ctx, natstest.Logger(t), 5*time.Second, func(_ context.Context, req job.CreateRequest) (job.CreateResponse, error) {
+		if req.Kind == job.KindImport {
+			return job.CreateResponse{}, errs.WithCode(errs.Fields(
+				errs.FieldError{Field: "record 3 / email", Rule: "is not an address"},
+				errs.FieldError{Field: "record 9 / name", Rule: "is taken"},
+			), errs.CodeInvalidRecords)
+		}
+		return job.CreateResponse{}, errs.WithCode(errs.Field("filter", "selects nobody at all"), errs.CodeFilterMatchesNothing)
+	})
+	if err := srv.AddEndpoint("create", create, micro.WithEndpointSubject(subject.JobsCmd(subject.JobsCreate))); err != nil {
+		t.Fatal(err)
+	}
+
+	cases := []struct {
+		name       string
+		body       job.CreateRequest
+		code, hint string
+		fields     int
+	}{
+		{"a filter that selects nobody", job.CreateRequest{Kind: job.KindDisable, Filter: &job.Filter{NamePrefix: "zz"}}, "filter_matches_nothing", "GET /api/v1/users", 1},
+		{"records with problems", job.CreateRequest{Kind: job.KindImport, Data: []byte("name\nx\n")}, "invalid_records", "skip_invalid", 2},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := h.do("POST", "/api/v1/jobs", "operator", c.body)
+			var p problemDoc
+			_ = jsonUnmarshal(r.body, &p)
+			if r.status != http.StatusBadRequest || p.Code != c.code || !strings.Contains(p.Hint, c.hint) || len(p.Errors) != c.fields {
+				t.Fatalf("%d %s, want 400 %s with %d fields and hint ~%q", r.status, r.body, c.code, c.fields, c.hint)
+			}
+		})
+	}
+}
