@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,21 +54,25 @@ func MetricsHandler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 }
 
+// TracesPath is the OTLP/HTTP path of traces, appended to a base endpoint.
+const TracesPath = "/v1/traces"
+
 // Tracing installs the W3C trace-context propagator and, with an endpoint,
-// a global tracer provider exporting spans over OTLP/HTTP. With an empty
-// endpoint it leaves the global provider alone: by default that is a no-op
-// that costs nothing (and a test may have installed an in-memory one). The
-// returned func flushes and stops the exporter.
+// a global tracer provider exporting spans over OTLP/HTTP. endpoint is
+// OTEL_EXPORTER_OTLP_ENDPOINT as the OpenTelemetry conventions define it:
+// the collector's base URL (http://collector:4318, or with a path prefix),
+// to which TracesPath is appended; a bare host:port is a plain-HTTP base.
+// With an empty endpoint it leaves the global provider alone: by default
+// that is a no-op that costs nothing (and a test may have installed an
+// in-memory one). The returned func flushes and stops the exporter.
 func Tracing(ctx context.Context, endpoint, service, version string) (trace.TracerProvider, func(context.Context) error, error) {
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	if endpoint == "" {
 		return otel.GetTracerProvider(), func(context.Context) error { return nil }, nil
 	}
-	opts := []otlptracehttp.Option{}
-	if strings.HasPrefix(endpoint, "http://") || strings.HasPrefix(endpoint, "https://") {
-		opts = append(opts, otlptracehttp.WithEndpointURL(endpoint))
-	} else {
-		opts = append(opts, otlptracehttp.WithEndpoint(endpoint), otlptracehttp.WithInsecure())
+	opts, err := exporterOptions(endpoint)
+	if err != nil {
+		return nil, nil, err
 	}
 	exp, err := otlptracehttp.New(ctx, opts...)
 	if err != nil {
@@ -77,4 +82,17 @@ func Tracing(ctx context.Context, endpoint, service, version string) (trace.Trac
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	otel.SetTracerProvider(tp)
 	return tp, tp.Shutdown, nil
+}
+
+// exporterOptions turns a base endpoint into the exporter's traces URL.
+func exporterOptions(endpoint string) ([]otlptracehttp.Option, error) {
+	if !strings.HasPrefix(endpoint, "http://") && !strings.HasPrefix(endpoint, "https://") {
+		return []otlptracehttp.Option{otlptracehttp.WithEndpoint(endpoint), otlptracehttp.WithInsecure(), otlptracehttp.WithURLPath(TracesPath)}, nil
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		return nil, errs.Field("otlp_endpoint", "must be a URL like http://collector:4318 or a host:port")
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + TracesPath
+	return []otlptracehttp.Option{otlptracehttp.WithEndpointURL(u.String())}, nil
 }

@@ -203,7 +203,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if v == http.ErrAbortHandler {
 				panic(v)
 			}
-			s.log.Error("handling request", logkey.Method, r.Method, logkey.Path, r.URL.Path, logkey.Err, fmt.Errorf("panic: %v", v))
+			s.log.Error("handling request", logkey.Method, r.Method, logkey.Path, redactPath(r.URL.Path), logkey.Err, fmt.Errorf("panic: %v", v))
 			if !rec.wrote {
 				problem.Write(rec, r, id, errs.New(errs.Internal, "panic"))
 			}
@@ -298,12 +298,12 @@ func (s *Server) wrap(rt Route) http.Handler {
 		}
 		if err != nil {
 			if info.rec.wrote {
-				s.log.Warn("streaming response", logkey.Path, r.URL.Path, logkey.Err, err)
+				s.log.Warn("streaming response", logkey.Path, redactPath(r.URL.Path), logkey.Err, err)
 			} else {
 				p := problem.Write(w, r, info.id, err)
 				info.code = p.Code
 				if p.Class == errs.Internal {
-					s.log.Error("handling request", logkey.Method, r.Method, logkey.Path, r.URL.Path, logkey.Err, err)
+					s.log.Error("handling request", logkey.Method, r.Method, logkey.Path, redactPath(r.URL.Path), logkey.Err, err)
 				}
 			}
 		}

@@ -74,7 +74,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, o sse.Options) e
 	}
 	defer func() {
 		if err := st.Close(r.Context()); err != nil {
-			s.log.Warn("closing event stream", logkey.Path, r.URL.Path, logkey.Err, err)
+			s.log.Warn("closing event stream", logkey.Path, redactPath(r.URL.Path), logkey.Err, err)
 		}
 	}()
 	return st.Serve(r.Context(), w, s.stop)
