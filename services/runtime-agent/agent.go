@@ -44,7 +44,6 @@ type Config struct {
 	DockerHost     string        `flag:"docker-host" env:"DOCKER_HOST" help:"Docker engine address"`
 	ContainerdAddr string        `flag:"containerd-address" env:"VPN_CONTAINERD_ADDRESS" help:"containerd socket"`
 	PublicAddr     string        `flag:"public-addr" env:"VPN_PUBLIC_ADDR" help:"address clients reach this host on (default: detected from the interfaces)"`
-	Groups         []string      `flag:"groups" env:"VPN_NODE_GROUPS" help:"node groups this node belongs to, comma-separated"`
 	Heartbeat      time.Duration `flag:"heartbeat" env:"VPN_HEARTBEAT" help:"heartbeat interval"`
 	StatsInterval  time.Duration `flag:"stats-interval" env:"VPN_STATS_INTERVAL" help:"host and workload stats interval"`
 	OutboxLimit    int           `flag:"outbox-limit" env:"VPN_OUTBOX_LIMIT" help:"messages kept on disk while NATS is unreachable"`
@@ -159,7 +158,7 @@ func New(ctx context.Context, cfg Config, env svc.Env, rt runtime.Runtime) (*Age
 		probe: hostprobe.New(id, env.DataDir),
 		node: node.Node{
 			ID: id, Hostname: hostname, PublicAddr: addr, PublicAddrFrom: from,
-			Groups: cfg.Groups, Runtime: string(rt.Kind()), Capabilities: capabilityNames(rt.Capabilities()),
+			Runtime: string(rt.Kind()), Capabilities: capabilityNames(rt.Capabilities()),
 			AgentVersion: version.Version, HeartbeatEvery: cfg.Heartbeat,
 		},
 	}
@@ -267,6 +266,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	return err
 }
+
+// NodeID returns the id of the node an agent with configured id and
+// dataDir runs as (see nodeID), for callers that must know it before the
+// agent starts (its credential is the node's).
+func NodeID(configured, dataDir string) (string, error) { return nodeID(configured, dataDir) }
 
 // nodeID returns the configured id, or the one kept in the data dir, or
 // derives one from the hostname and keeps it, so the id is stable across

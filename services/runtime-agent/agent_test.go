@@ -184,7 +184,8 @@ func TestAgentOnTheBus(t *testing.T) {
 	})
 
 	t.Run("logs follow streams until the follower leaves", func(t *testing.T) {
-		inbox := nats.NewInbox()
+		// Under the node's own prefix: its credential may publish there only.
+		inbox := subject.LogDelivery(h.nodeID, nats.NewInbox()[len("_INBOX."):])
 		lines := make(chan string, 1000)
 		sub, err := h.nc.Subscribe(inbox, func(m *nats.Msg) {
 			var c node.LogChunk

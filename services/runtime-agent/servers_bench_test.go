@@ -18,13 +18,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/net/proxy"
 
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray/xraytest"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/natstest"
+	"github.com/vpnfleet/vpnfleet/shared/node"
 	"github.com/vpnfleet/vpnfleet/shared/procstat"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
@@ -119,48 +119,65 @@ func fetchAs(p user.Protocol, port int, acct *user.Proxy, target string) error {
 	return nil
 }
 
-// BenchmarkAgent10kUsers runs the real vpn-agent binary (process runtime)
-// with 10,000 users in the users bucket, then puts a server with one
-// inbound of each protocol on its node, and measures the time until every
-// inbound of the new Xray holds all 10,000 users (deploy included), then
-// the agent's and Xray's resident memory once it idles.
+// BenchmarkAgent10kUsers runs the real vpn-agent binary (process runtime,
+// with its node's credential) in a fleet of 10,000 users, then puts a
+// server with one inbound of each protocol on its node, and measures the
+// time until every inbound of the new Xray holds the users placed on the
+// node (deploy included), then the agent's and Xray's resident memory once
+// it idles. "here": all 10,000 users are placed on the node; "elsewhere":
+// none is (they are on another node), so the node's view is empty.
 func BenchmarkAgent10kUsers(b *testing.B) {
-	const n = 10_000
+	for _, tc := range []struct {
+		name string
+		here bool
+	}{{"here", true}, {"elsewhere", false}} {
+		b.Run(tc.name, func(b *testing.B) { benchAgentFleetUsers(b, 10_000, tc.here) })
+	}
+}
+
+func benchAgentFleetUsers(b *testing.B, n int, here bool) {
 	bin := filepath.Join(b.TempDir(), "vpn-agent")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/vpnfleet/vpnfleet/services/runtime-agent/cmd/vpn-agent").CombinedOutput(); err != nil {
 		b.Fatalf("building vpn-agent: %v\n%s", err, out)
 	}
-	f := &fleet{t: b, xrayBin: xraytest.Binary(b)}
-	f.ns = natstest.Start(b)
-	f.nc = f.ns.Conn()
-	js, err := jetstream.New(f.nc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	f.js = js
-	ctx := context.Background()
-	users, err := js.KeyValue(ctx, subject.BucketUsers)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for i := range n {
-		u := benchUser(b, i)
-		data, _ := json.Marshal(u)
-		if _, err := users.Put(ctx, u.ID, data); err != nil {
-			b.Fatal(err)
-		}
-	}
 	var applyTotal, agentRSS, xrayRSS float64
 	for i := range b.N {
+		f := newFleet(b, "process")
 		f.node = fmt.Sprintf("big%d-%d", i, time.Now().UnixNano()%1e6)
-		f.runtime = "process"
-		f.dataDir = b.TempDir()
-		cmd := exec.Command(bin, "--nats-url", f.ns.URL(), "--data-dir", f.dataDir, "--node-id", f.node,
+		ctx := context.Background()
+		enrolls, err := f.js.KeyValue(ctx, subject.BucketEnrollments)
+		if err != nil {
+			b.Fatal(err)
+		}
+		en, _ := json.Marshal(node.Enrollment{ID: f.node, State: node.EnrollJoined})
+		if _, err := enrolls.Put(ctx, f.node, en); err != nil {
+			b.Fatal(err)
+		}
+		users, err := f.js.KeyValue(ctx, subject.BucketUsers)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for k := range n {
+			u := benchUser(b, k)
+			if !here {
+				u.Placement = user.Placement{Nodes: []string{"elsewhere"}}
+			}
+			data, _ := json.Marshal(u)
+			if _, err := users.Put(ctx, u.ID, data); err != nil {
+				b.Fatal(err)
+			}
+		}
+		want := 0
+		if here {
+			want = n
+		}
+		f.waitView(want)
+		cmd := exec.Command(bin, "--nats-url", f.ns.URL(), "--nats-creds", natstest.CredsFile(b, f.ns.NodeCredential(b, f.node)),
+			"--data-dir", f.dataDir, "--node-id", f.node,
 			"--runtime", "process", "--xray-bin", f.xrayBin, "--public-addr", "127.0.0.1", "--ops-addr", "")
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(f.removeWorkloads)
 		b.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
 		srv := f.testServer("big", xraytest.StartTLSDest(b, sni))
 		start := time.Now()
@@ -188,8 +205,8 @@ func BenchmarkAgent10kUsers(b *testing.B) {
 				if err != nil {
 					return err
 				}
-				if len(ids) != n {
-					return fmt.Errorf("%s holds %d users", in.Tag, len(ids))
+				if len(ids) != want {
+					return fmt.Errorf("%s holds %d users, want %d", in.Tag, len(ids), want)
 				}
 			}
 			return nil
@@ -207,9 +224,30 @@ func BenchmarkAgent10kUsers(b *testing.B) {
 		}
 		_ = client.Close()
 	}
-	b.ReportMetric(applyTotal/float64(b.N), "s-apply-10k")
+	b.ReportMetric(applyTotal/float64(b.N), "s-apply")
 	b.ReportMetric(agentRSS/float64(b.N), "MB-agent-rss")
 	b.ReportMetric(xrayRSS/float64(b.N), "MB-xray-rss")
+}
+
+// waitView waits until the node's view holds n users.
+func (f *fleet) waitView(n int) {
+	f.t.Helper()
+	kv, err := f.js.KeyValue(f.ctx(), subject.BucketNodeViews)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	waitfor.Cond(f.t, 5*time.Minute, func() error {
+		got := 0
+		if l, err := kv.ListKeysFiltered(f.ctx(), subject.NodeView(f.node)); err == nil {
+			for range l.Keys() {
+				got++
+			}
+		}
+		if got != n {
+			return fmt.Errorf("view of %s holds %d keys, want %d", f.node, got, n)
+		}
+		return nil
+	})
 }
 
 // xrayRSSOf reads the pid of the workload in a process runtime state file

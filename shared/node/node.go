@@ -10,10 +10,12 @@ import "time"
 // it at start and rewrites it every heartbeat interval; HeartbeatAt tells a
 // reader how fresh it is, and State "stopped" says the agent left cleanly.
 type Node struct {
-	ID             string    `json:"id"`
-	Hostname       string    `json:"hostname"`
-	PublicAddr     string    `json:"public_addr"`
-	PublicAddrFrom string    `json:"public_addr_from"` // "config" or "detected"
+	ID             string `json:"id"`
+	Hostname       string `json:"hostname"`
+	PublicAddr     string `json:"public_addr"`
+	PublicAddrFrom string `json:"public_addr_from"` // "config" or "detected"
+	// Groups is not what the agent says: a node's groups are the
+	// operator's, in its enrollment. Kept for records of older agents.
 	Groups         []string  `json:"groups,omitempty"`
 	Runtime        string    `json:"runtime"`
 	RuntimeVersion string    `json:"runtime_version"`

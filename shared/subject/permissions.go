@@ -56,6 +56,9 @@ func kvWatchCreate(bucket, filter string) string {
 	return jsAPI + "CONSUMER.CREATE." + KVStream(bucket) + ".*." + kvPut(bucket, filter)
 }
 
+// kvWatchDelete is the request that deletes a watch's ordered consumer.
+func kvWatchDelete(bucket string) string { return jsAPI + "CONSUMER.DELETE." + KVStream(bucket) + ".*" }
+
 // kvFlowControl is where a KV watch answers the server's flow control.
 func kvFlowControl(bucket string) string { return "$JS.FC." + KVStream(bucket) + ".>" }
 
@@ -78,6 +81,7 @@ func NodeGrants(node string) []Grant {
 		{Publish, kvStreamInfo(BucketServerStatus), "opening the server_status bucket"},
 		{Publish, kvStreamInfo(BucketNodeViews), "opening the node_views bucket"},
 		{Publish, kvWatchCreate(BucketNodeViews, NodeView(node)), "watching its own view (node_views, own keys)"},
+		{Publish, kvWatchDelete(BucketNodeViews), "deleting that watch's consumer when it stops (names are random; no listing is granted)"},
 		{Publish, kvFlowControl(BucketNodeViews), "flow control of that watch"},
 		{Subscribe, AgentCmds(node), "its commands (logs, restart, status, ...)"},
 		{Subscribe, "$SRV.*", "NATS micro discovery of its command service"},

@@ -7,10 +7,13 @@ import (
 	"context"
 	"io"
 
+	"github.com/nats-io/nats.go"
+
 	agent "github.com/vpnfleet/vpnfleet/services/runtime-agent"
 	"github.com/vpnfleet/vpnfleet/shared/config"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/svc"
 	"github.com/vpnfleet/vpnfleet/shared/version"
 )
@@ -66,8 +69,19 @@ func useNodeCredential(ctx context.Context, c *cfg) error {
 		j = joined
 	default:
 		joined, ok, err := agent.LoadJoined(c.DataDir)
-		if err != nil || !ok {
+		if err != nil {
 			return err
+		}
+		if !ok {
+			// A credential given with --nats-creds: a node credential lets
+			// the node read replies under its own inbox prefix only.
+			id, err := agent.NodeID(c.Agent.NodeID, c.DataDir)
+			if err != nil {
+				return err
+			}
+			c.Agent.NodeID = id
+			c.Svc.DialOptions = append(c.Svc.DialOptions, nats.CustomInboxPrefix(subject.NodeInboxPrefix(id)))
+			return nil
 		}
 		j = joined
 	}

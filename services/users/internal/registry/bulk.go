@@ -131,7 +131,7 @@ func (r *Registry) BulkCreate(ctx context.Context, items []Stored) ([]Result, er
 		}
 	}
 	for _, i := range created {
-		if u := items[i].User; !usageEqual(u.Usage, user.Usage{}) {
+		if u := items[i].User; hasCounters(u.Usage) {
 			if err := r.setUsage(ctx, u.ID, func(c *user.Usage) { *c = u.Usage }); err != nil {
 				return nil, err
 			}
@@ -275,6 +275,13 @@ func (r *Registry) BulkEdit(ctx context.Context, current []user.User, edit Edit)
 	return res, r.publishEvents(ctx, subs, envs)
 }
 
+// hasCounters reports whether c holds traffic worth an entry in the usage
+// bucket (a reset time alone does not: the creation time stands in).
+func hasCounters(c user.Usage) bool {
+	return c.UsedUp != 0 || c.UsedDown != 0 || c.LifetimeUp != 0 || c.LifetimeDown != 0 ||
+		!c.LastSeenAt.IsZero() || !c.FirstUsedAt.IsZero() || len(c.Windows) > 0
+}
+
 // carryUsage stores what an edit changed of a user's counters (a traffic
 // reset) in the usage bucket; the users bucket holds no counters.
 func (r *Registry) carryUsage(ctx context.Context, before, after user.User) error {
@@ -383,7 +390,7 @@ func (r *Registry) BulkDelete(ctx context.Context, current []user.User) ([]Resul
 	}
 	for _, i := range deleted {
 		// Users that never had traffic have no counters to drop.
-		if !usageEqual(res[i].Before.Usage, user.Usage{}) {
+		if hasCounters(res[i].Before.Usage) {
 			r.dropUsage(ctx, res[i].Before.ID)
 		}
 	}
