@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"golang.org/x/term"
+
 	"github.com/vpnfleet/vpnfleet/cli/internal/app"
 )
 
@@ -24,7 +26,7 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	return app.Execute(ctx, args, app.Env{
 		Getenv: getenv, Stdin: os.Stdin, Stdout: stdout, Stderr: os.Stderr,
-		Interactive: isTerminal(os.Stdin), Terminal: isTerminal(os.Stdout),
+		Interactive: isTerminal(os.Stdin) && isTerminal(os.Stderr), Terminal: isTerminal(os.Stdout),
 	})
 }
 
@@ -43,7 +45,7 @@ func exitCode(stderr io.Writer, err error) int {
 	return 1
 }
 
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
+// isTerminal reports whether f is a terminal: a character device is not
+// enough (/dev/null is one, and it is stdin under cron, systemd or ssh
+// without a tty).
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

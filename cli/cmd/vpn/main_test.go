@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 )
@@ -38,4 +39,35 @@ func TestExitCodes(t *testing.T) {
 	if got := exitCode(io.Discard, errors.New("x")); got != 1 {
 		t.Errorf("error: exit %d", got)
 	}
+}
+
+// TestNoTerminal: prompts are only for a terminal. Stdin from /dev/null
+// (cron, systemd, ssh without -t) is a character device but not a
+// terminal, and neither is a pipe.
+func TestNoTerminal(t *testing.T) {
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	for name, f := range map[string]*os.File{"/dev/null": null, "pipe": r, "file": mustTemp(t)} {
+		if isTerminal(f) {
+			t.Errorf("%s is taken for a terminal", name)
+		}
+	}
+}
+
+func mustTemp(t *testing.T) *os.File {
+	f, err := os.CreateTemp(t.TempDir(), "stdin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }

@@ -29,8 +29,8 @@ type Env struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
-	// Interactive reports whether Stdin is a terminal, so prompts are
-	// allowed.
+	// Interactive reports whether Stdin and Stderr (where prompts go) are
+	// a terminal, so prompts are allowed.
 	Interactive bool
 	// Terminal reports whether Stdout is a terminal, so progress is a live
 	// bar (plain lines otherwise).
@@ -103,8 +103,9 @@ func (a *app) root() *cobra.Command {
 		Short: "Manage a vpnfleet control plane: users, bulk jobs, servers, nodes, events",
 		Long: `vpn talks to the vpnfleet gateway (vpnd's HTTP API).
 
-Start vpnd with 'make run', then 'vpn init' deploys a first VLESS+Reality
-server and a first user. 'vpn login' points vpn at another gateway.`,
+Start vpnd with 'make run', then 'vpn init' deploys a first server (an
+inbound for every protocol) and a first user. 'vpn login' points vpn at
+another gateway.`,
 		Example:       "  vpn init\n  vpn users create alice --limit 50GiB\n  vpn users link alice --qr\n  vpn --url https://vpn.example.com users list -o json",
 		SilenceErrors: true,
 		SilenceUsage:  true,

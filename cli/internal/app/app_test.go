@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vpnfleet/vpnfleet/cli/internal/app"
+	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 	"github.com/vpnfleet/vpnfleet/shared/waitfor"
@@ -268,6 +270,83 @@ func TestInit(t *testing.T) {
 		}
 	} else if !strings.Contains(r.err.Error(), "servers service is not answering") {
 		t.Fatalf("init: %v", r.err)
+	}
+	// Without a terminal nothing is asked.
+	if strings.Contains(r.stderr, "]: ") {
+		t.Fatalf("init without a terminal prompted: %s", r.stderr)
+	}
+	// Every protocol alice got is served, each on its own port, and init
+	// said so.
+	if !strings.Contains(r.stderr, "deployed server reality on node node-1: vless-reality on port 8443, shadowsocks-2022 on port 8388, socks5 on port 1080, http on port 3128") {
+		t.Fatalf("init did not say what it deployed: %s", r.stderr)
+	}
+	served := func(name string) map[user.Protocol]int {
+		var s server.Server
+		if err := json.Unmarshal([]byte(h.must("servers", "show", name, "-o", "json").stdout), &s); err != nil {
+			t.Fatal(err)
+		}
+		out := map[user.Protocol]int{}
+		for _, in := range s.Inbounds {
+			out[in.Protocol] = in.Port
+		}
+		return out
+	}
+	var alice user.User
+	if err := json.Unmarshal([]byte(h.must("users", "show", "alice", "-o", "json").stdout), &alice); err != nil {
+		t.Fatal(err)
+	}
+	ports := served("reality")
+	for _, p := range alice.Protocols {
+		if ports[p] == 0 {
+			t.Errorf("alice has %s, which server reality does not serve (%v)", p, ports)
+		}
+	}
+	if len(alice.Protocols) != len(user.Protocols) || len(ports) != len(user.Protocols) {
+		t.Fatalf("alice has %v, the server serves %v", alice.Protocols, ports)
+	}
+	// Once the node applies it, alice and a user created later have a
+	// link for every protocol, and nothing is missing.
+	var srv server.Server
+	if err := json.Unmarshal([]byte(h.must("servers", "show", "reality", "-o", "json").stdout), &srv); err != nil {
+		t.Fatal(err)
+	}
+	h.applyServer(srv.ID)
+	h.must("users", "create", "bob")
+	for _, name := range []string{"alice", "bob"} {
+		var lr user.LinksResponse
+		waitfor.Cond(t, 10*time.Second, func() error {
+			if err := json.Unmarshal([]byte(h.must("users", "link", name, "-o", "json").stdout), &lr); err != nil {
+				return err
+			}
+			if len(lr.Links) != len(user.Protocols) || len(lr.Missing) > 0 {
+				return fmt.Errorf("%s: %d links, missing %+v", name, len(lr.Links), lr.Missing)
+			}
+			return nil
+		})
+	}
+
+	// A server init deployed before (VLESS only) gets the inbounds it lacks.
+	h.must("servers", "deploy", "old", "--node", "node-1", "--port", "9443")
+	r = h.run("init", "--yes", "--server-name", "old", "--user", "alice", "--wait", "1s", "--ss-port", "9388", "--socks-port", "9080", "--http-port", "9128")
+	if !strings.Contains(r.stderr, "server old on node node-1 now also serves shadowsocks-2022 on port 9388, socks5 on port 9080, http on port 9128") {
+		t.Fatalf("init on an old server: %v\n%s", r.err, r.stderr)
+	}
+	if got := served("old"); len(got) != len(user.Protocols) || got[user.VLESSReality] != 9443 {
+		t.Fatalf("old server after init serves %v", got)
+	}
+
+	// An IP dest needs --sni, and the error says so.
+	for _, args := range [][]string{
+		{"init", "--yes", "--server-name", "ip", "--port", "10443", "--dest", "203.0.113.10:443"},
+		{"servers", "deploy", "ip", "--node", "node-1", "--port", "10443", "--dest", "203.0.113.10:443"},
+	} {
+		var ue *app.UsageError
+		if r := h.run(args...); !errors.As(r.err, &ue) || !strings.Contains(r.err.Error(), "--sni") {
+			t.Fatalf("vpn %v: %v", args, r.err)
+		}
+	}
+	if r := h.run("init", "--yes", "--server-name", "dup", "--port", "10443", "--http-port", "10443"); r.err == nil || !strings.Contains(r.err.Error(), "--port and --http-port are both 10443") {
+		t.Fatalf("init with one port twice: %v", r.err)
 	}
 
 	in := strings.NewReader("bob\n9443\n\n")

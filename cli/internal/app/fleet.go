@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -153,6 +154,20 @@ func (d *deployFlags) register(cmd *cobra.Command) {
 	f.StringVar(&d.method, "method", "", "shadowsocks-2022: 2022-blake3-aes-128-gcm (default) or -aes-256-gcm / -chacha20-poly1305")
 }
 
+// check refuses what the servers service would refuse naming a field
+// the operator never typed: a REALITY dest given as an IP address needs
+// the server name clients present (--sni), which an IP cannot supply.
+func (d *deployFlags) check() error {
+	if user.Protocol(d.protocol) != user.VLESSReality || len(d.sni) > 0 {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(d.dest)
+	if err != nil || net.ParseIP(host) == nil {
+		return nil // the servers service says what is wrong with it
+	}
+	return usagef("--dest %s is an IP address, so REALITY cannot take the server name from it: give the name clients present with --sni (e.g. --sni www.example.com)", d.dest)
+}
+
 func (d *deployFlags) request(name, nodeID string) server.CreateRequest {
 	in := server.InboundRequest{Protocol: user.Protocol(d.protocol), Port: d.port}
 	switch in.Protocol {
@@ -198,6 +213,9 @@ func (a *app) serversCmd() *cobra.Command {
 		Example: "  vpn servers deploy reality --port 8443 --dest www.microsoft.com:443\n  vpn servers deploy ss --protocol shadowsocks-2022 --port 8388",
 		Args:    args(1, "one server name"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
+			if err := d.check(); err != nil {
+				return err
+			}
 			nodeID, err := a.pickNode(cmd, d.node)
 			if err != nil {
 				return err

@@ -189,7 +189,8 @@ func (h *harness) putNode(id string, heartbeat time.Time) {
 }
 
 // putServer stores an applied VLESS+Reality server, as the servers
-// service and the node's agent leave it.
+// service and the node's agent leave it: the server in the servers
+// bucket, the agent's report of it in server_status.
 func (h *harness) putServer(id, nodeID string) {
 	h.t.Helper()
 	kv, err := h.js.KeyValue(context.Background(), subject.BucketServers)
@@ -203,10 +204,38 @@ func (h *harness) putServer(id, nodeID string) {
 			PrivateKey: "cPV3Rx4fW1O4tKjNNaYk8wUXi0v3gYk5Q9A2yJc1m0Q", PublicKey: "Z5Xl1w9mXqQf3iC6eK2pWJx6tq1Yb8uJmL3cVn0a4Ts",
 			ShortIDs: []string{"0123abcd"}, Fingerprint: "chrome",
 		}}},
-		Status: server.Status{State: server.StateApplied, PublicHost: "203.0.113.7", AppliedRevision: 1, Time: time.Now()},
 	}
 	data, _ := json.Marshal(s)
 	if _, err := kv.Put(context.Background(), id, data); err != nil {
+		h.t.Fatal(err)
+	}
+	h.applyServer(id)
+}
+
+// applyServer reports server id applied as its node's agent does, at the
+// server's current revision and spec.
+func (h *harness) applyServer(id string) {
+	h.t.Helper()
+	ctx := context.Background()
+	kv, err := h.js.KeyValue(ctx, subject.BucketServers)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var s server.Server
+	if err := json.Unmarshal(e.Value(), &s); err != nil {
+		h.t.Fatal(err)
+	}
+	status, err := h.js.KeyValue(ctx, subject.BucketServerStatus)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	st := server.Status{State: server.StateApplied, PublicHost: "203.0.113.7", AppliedRevision: e.Revision(), Spec: s.SpecKey(), Time: time.Now().UTC()}
+	data, _ := json.Marshal(st)
+	if _, err := status.Put(ctx, subject.ServerStatusKey(s.Node, id), data); err != nil {
 		h.t.Fatal(err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,16 +30,20 @@ func (a *app) initCmd() *cobra.Command {
 	var d deployFlags
 	var yes, noQR bool
 	var wait time.Duration
+	var ssPort, socksPort, httpPort int
 	cmd := &cobra.Command{
 		Use:   "init",
-		Short: "First run: log in, deploy a VLESS+Reality server on the local node, create a user, show its QR code",
+		Short: "First run: log in, deploy a server for every protocol on the local node, create a user, show its links and QR code",
 		Long: `init sets up a fresh vpnd in one go. Run 'make run' first, then 'vpn init'
 from the same directory: it logs in with the admin token vpnd wrote to
-./data/admin.token, deploys a VLESS+Reality server on the local node, creates
-a first user and prints the user's link and QR code. Every step is skipped
-when already done, so init can be run again. Interactive on a terminal;
---yes (or no terminal) takes the flags and defaults without asking.`,
-		Example: "  vpn init\n  vpn init --yes --user alice --port 8443 --dest www.microsoft.com:443",
+./data/admin.token, deploys a server on the local node with an inbound for
+every protocol a new user gets (VLESS+Reality on --port, Shadowsocks-2022 on
+--ss-port, SOCKS5 on --socks-port, HTTP on --http-port), creates a first user
+and prints the user's links and a QR code. Every step is skipped when already
+done (a server init deployed before gets the inbounds it lacks), so init can
+be run again. Interactive on a terminal; --yes (or no terminal) takes the
+flags and defaults without asking.`,
+		Example: "  vpn init\n  vpn init --yes --user alice --port 8443 --dest www.microsoft.com:443\n  vpn init --yes --dest 203.0.113.10:443 --sni www.example.com --http-port 3129",
 		Args:    args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ask := a.env.Interactive && !yes
@@ -94,12 +99,19 @@ when already done, so init can be run again. Interactive on a terminal;
 				}
 			}
 			d.protocol = string(user.VLESSReality)
+			if err := d.check(); err != nil {
+				return err
+			}
+			ports := map[user.Protocol]int{user.VLESSReality: d.port, user.Shadowsocks2022: ssPort, user.SOCKS5: socksPort, user.HTTP: httpPort}
+			if err := distinctPorts(ports); err != nil {
+				return err
+			}
 
 			nodeID, err := a.pickNode(cmd, d.node)
 			if err != nil {
 				return err
 			}
-			srv, err := a.ensureServer(cmd, c, serverName, nodeID, d)
+			srv, err := a.ensureServer(cmd, c, serverName, nodeID, initInbounds(d, ports))
 			if err != nil {
 				return err
 			}
@@ -128,24 +140,31 @@ when already done, so init can be run again. Interactive on a terminal;
 			if err := c.Get(cmd.Context(), userPath(u.Name, "links"), nil, &lr); err != nil {
 				return err
 			}
+			var mine []user.Link
 			for _, l := range lr.Links {
-				if l.Server != srv.ID {
-					continue
+				if l.Server == srv.ID {
+					mine = append(mine, l)
 				}
-				a.done("\nuser %s on server %s (%s:%d):\n%s", u.Name, srv.Name, srv.Status.PublicHost, d.port, l.URL)
-				if noQR {
-					return nil
-				}
-				text, err := c.Bytes(cmd.Context(), client.Request{Method: http.MethodGet, Path: userPath(u.Name, "qr"),
-					Query: url.Values{"server": {l.Server}, "protocol": {string(l.Protocol)}, "format": {"text"}}})
-				if err != nil {
-					return err
-				}
-				fmt.Fprint(a.env.Stdout, output.EscapeLines(string(text)))
-				a.info("scan it with a VLESS+Reality client (v2rayNG, Hiddify, Streisand); more users: `vpn users create NAME`")
+			}
+			if len(mine) == 0 {
+				return fmt.Errorf("server %s is applied but user %s has no link on it\nhint: `vpn users link %s` says why", srv.Name, u.Name, u.Name)
+			}
+			a.done("\nuser %s on server %s (%s):", u.Name, srv.Name, srv.Status.PublicHost)
+			for _, l := range mine {
+				a.done("%s", l.URL)
+			}
+			qr := mine[0]
+			if noQR || qr.Protocol != user.VLESSReality {
 				return nil
 			}
-			return fmt.Errorf("server %s is applied but user %s has no link on it\nhint: `vpn users link %s` says why", srv.Name, u.Name, u.Name)
+			text, err := c.Bytes(cmd.Context(), client.Request{Method: http.MethodGet, Path: userPath(u.Name, "qr"),
+				Query: url.Values{"server": {qr.Server}, "protocol": {string(qr.Protocol)}, "format": {"text"}}})
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(a.env.Stdout, output.EscapeLines(string(text)))
+			a.info("scan it with a VLESS+Reality client (v2rayNG, Hiddify, Streisand); `vpn users link %s --protocol ...` shows the others; more users: `vpn users create NAME`", u.Name)
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -155,30 +174,104 @@ when already done, so init can be run again. Interactive on a terminal;
 	f.BoolVarP(&yes, "yes", "y", false, "do not ask; take flags and defaults")
 	f.BoolVar(&noQR, "no-qr", false, "print the link without a QR code")
 	f.DurationVar(&wait, "wait", 60*time.Second, "how long to wait for the node to apply the server")
+	f.IntVar(&ssPort, "ss-port", 8388, "port of the Shadowsocks-2022 inbound")
+	f.IntVar(&socksPort, "socks-port", 1080, "port of the SOCKS5 inbound")
+	f.IntVar(&httpPort, "http-port", 3128, "port of the HTTP proxy inbound")
 	d.register(cmd)
 	_ = f.MarkHidden("protocol")
 	_ = f.MarkHidden("method")
 	return cmd
 }
 
-// ensureServer returns the node's server named name, deploying it first
-// when there is none.
-func (a *app) ensureServer(cmd *cobra.Command, c *client.Client, name, nodeID string, d deployFlags) (server.Server, error) {
+// initInbounds are the inbounds init deploys: one for every protocol a
+// new user gets (user.Protocols), so each of a user's links works, on the
+// ports given.
+func initInbounds(d deployFlags, ports map[user.Protocol]int) []server.InboundRequest {
+	out := make([]server.InboundRequest, 0, len(user.Protocols))
+	for _, p := range user.Protocols {
+		in := server.InboundRequest{Protocol: p, Port: ports[p]}
+		switch p {
+		case user.VLESSReality:
+			in.Dest, in.ServerNames = d.dest, d.sni
+		case user.Shadowsocks2022:
+			in.Method = d.method
+		}
+		out = append(out, in)
+	}
+	return out
+}
+
+// distinctPorts refuses two protocols on one port.
+func distinctPorts(ports map[user.Protocol]int) error {
+	flags := map[user.Protocol]string{user.VLESSReality: "--port", user.Shadowsocks2022: "--ss-port", user.SOCKS5: "--socks-port", user.HTTP: "--http-port"}
+	seen := map[int]user.Protocol{}
+	for _, p := range user.Protocols {
+		if q, ok := seen[ports[p]]; ok {
+			return usagef("%s and %s are both %d: every protocol needs its own port", flags[q], flags[p], ports[p])
+		}
+		seen[ports[p]] = p
+	}
+	return nil
+}
+
+// describeInbounds says what inbounds serve: "vless-reality on port 8443,
+// socks5 on port 1080".
+func describeInbounds(ins []server.InboundRequest) string {
+	parts := make([]string, len(ins))
+	for i, in := range ins {
+		parts[i] = fmt.Sprintf("%s on port %d", in.Protocol, in.Port)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ensureServer returns the node's server named name, deploying it with
+// want first when there is none, and adding the inbounds of want's
+// protocols it lacks when there is. It says what it did.
+func (a *app) ensureServer(cmd *cobra.Command, c *client.Client, name, nodeID string, want []server.InboundRequest) (server.Server, error) {
 	var list server.ListResponse
 	if err := c.Get(cmd.Context(), "/api/v1/servers", url.Values{"node": {nodeID}}, &list); err != nil {
 		return server.Server{}, err
 	}
 	for _, s := range list.Servers {
-		if s.Name == name {
-			a.info("server %s already on node %s", name, nodeID)
+		if s.Name != name {
+			continue
+		}
+		have := make([]server.InboundRequest, 0, len(s.Inbounds))
+		for _, in := range s.Inbounds {
+			r := server.InboundRequest{Tag: in.Tag, Protocol: in.Protocol, Port: in.Port, Listen: in.Listen}
+			if in.Reality != nil {
+				r.Dest, r.ServerNames, r.ShortIDs, r.Fingerprint = in.Reality.Dest, in.Reality.ServerNames, in.Reality.ShortIDs, in.Reality.Fingerprint
+			}
+			if in.Shadowsocks != nil {
+				r.Method = in.Shadowsocks.Method
+			}
+			have = append(have, r)
+		}
+		var missing []server.InboundRequest
+		for _, w := range want {
+			if !slices.ContainsFunc(have, func(h server.InboundRequest) bool { return h.Protocol == w.Protocol }) {
+				missing = append(missing, w)
+			}
+		}
+		if len(missing) == 0 {
+			a.info("server %s already on node %s: %s", name, nodeID, describeInbounds(have))
 			return s, nil
 		}
+		inbounds := append(have, missing...)
+		var out server.Server
+		body := map[string]any{"inbounds": inbounds, "expected_revision": s.Revision}
+		if err := c.Do(cmd.Context(), client.Request{Method: http.MethodPatch, Path: serverPath(s.ID), Body: body}, &out); err != nil {
+			return out, onConflict(err, "", "another server on node "+nodeID+" has one of these ports; pick others with --port, --ss-port, --socks-port, --http-port")
+		}
+		a.info("server %s on node %s now also serves %s, so every protocol a user gets is served", name, nodeID, describeInbounds(missing))
+		return out, nil
 	}
 	var s server.Server
-	if err := c.Do(cmd.Context(), client.Request{Method: http.MethodPost, Path: "/api/v1/servers", Body: d.request(name, nodeID)}, &s); err != nil {
-		return s, err
+	req := server.CreateRequest{Node: nodeID, Name: name, Inbounds: want}
+	if err := c.Do(cmd.Context(), client.Request{Method: http.MethodPost, Path: "/api/v1/servers", Body: req}, &s); err != nil {
+		return s, onConflict(err, "", "another server on node "+nodeID+" has that name or one of these ports; pick others with --server-name, --port, --ss-port, --socks-port, --http-port")
 	}
-	a.info("deployed server %s (VLESS+Reality on port %d) on node %s", name, d.port, nodeID)
+	a.info("deployed server %s on node %s: %s (every protocol a user gets)", name, nodeID, describeInbounds(want))
 	return s, nil
 }
 
