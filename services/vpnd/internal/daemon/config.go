@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -10,20 +11,24 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/health"
 	agent "github.com/vpnfleet/vpnfleet/services/runtime-agent"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/natsauth"
 )
 
 // Config is vpnd's configuration. Flags, env (VPN_*) and an optional TOML
 // file fill it; see config.Load for precedence.
 type Config struct {
-	DataDir      string        `flag:"data-dir" env:"VPN_DATA_DIR" help:"directory for the JetStream store and local state"`
-	HTTPAddr     string        `flag:"http-addr" env:"VPN_HTTP_ADDR" help:"address of the HTTP API (gateway)"`
-	NATSURL      string        `flag:"nats-url" env:"VPN_NATS_URL" help:"use this external NATS (cluster) instead of the embedded server"`
-	NATSCreds    string        `flag:"nats-creds" env:"VPN_NATS_CREDS" help:"NATS credentials file for --nats-url"`
-	NATSListen   string        `flag:"nats-listen" env:"VPN_NATS_LISTEN" help:"client address of the embedded NATS server, so agents on other hosts can join (empty: in-process only)"`
-	SyncInterval time.Duration `flag:"nats-sync-interval" env:"VPN_NATS_SYNC_INTERVAL" help:"embedded JetStream fsync interval; 0 syncs before every acknowledgement (durable)"`
-	Replicas     int           `flag:"replicas" env:"VPN_REPLICAS" help:"replicas of streams and buckets (1 here; 3 on a NATS cluster)"`
-	LogLevel     string        `flag:"log-level" env:"VPN_LOG_LEVEL" help:"debug, info, warn or error"`
-	OTLPEndpoint string        `flag:"otlp-endpoint" env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP/HTTP trace endpoint (empty: tracing off)"`
+	DataDir       string        `flag:"data-dir" env:"VPN_DATA_DIR" help:"directory for the JetStream store and local state"`
+	HTTPAddr      string        `flag:"http-addr" env:"VPN_HTTP_ADDR" help:"address of the HTTP API (gateway)"`
+	NATSURL       string        `flag:"nats-url" env:"VPN_NATS_URL" help:"use this external NATS (cluster) instead of the embedded server"`
+	NATSCreds     string        `flag:"nats-creds" env:"VPN_NATS_CREDS" help:"NATS credentials file for --nats-url"`
+	NATSCA        string        `flag:"nats-ca" env:"VPN_NATS_CA" help:"CA certificate (PEM) of --nats-url's TLS, trusted instead of public CAs"`
+	NATSListen    string        `flag:"nats-listen" env:"VPN_NATS_LISTEN" help:"client address of the embedded NATS server, so agents on other hosts can join (empty: in-process only)"`
+	NATSTLS       string        `flag:"nats-tls" env:"VPN_NATS_TLS" help:"TLS on the embedded NATS listener: auto (on unless --nats-listen is loopback), on, or off (loopback only)"`
+	NATSAdvertise []string      `flag:"nats-advertise" env:"VPN_NATS_ADVERTISE" help:"host names or IPs other hosts dial to reach the embedded NATS server; its TLS certificate names them"`
+	SyncInterval  time.Duration `flag:"nats-sync-interval" env:"VPN_NATS_SYNC_INTERVAL" help:"embedded JetStream fsync interval; 0 syncs before every acknowledgement (durable)"`
+	Replicas      int           `flag:"replicas" env:"VPN_REPLICAS" help:"replicas of streams and buckets (1 here; 3 on a NATS cluster)"`
+	LogLevel      string        `flag:"log-level" env:"VPN_LOG_LEVEL" help:"debug, info, warn or error"`
+	OTLPEndpoint  string        `flag:"otlp-endpoint" env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP/HTTP trace endpoint (empty: tracing off)"`
 	// Agent is the local agent, which makes this host a node of the fleet.
 	Agent     bool         `flag:"agent" env:"VPN_AGENT" help:"run a local agent so this host serves VPN users too"`
 	AgentNode agent.Config // its flags: --node-id, --runtime, --public-addr, ...
@@ -38,6 +43,7 @@ func Defaults() Config {
 		DataDir:    "./data",
 		HTTPAddr:   "127.0.0.1:8080",
 		NATSListen: "127.0.0.1:4222",
+		NATSTLS:    TLSAuto,
 		Replicas:   1,
 		LogLevel:   "info",
 		Agent:      true,
@@ -65,6 +71,16 @@ func (c *Config) Validate() error {
 	if c.NATSURL == "" && c.Replicas != 1 {
 		fe = append(fe, errs.FieldError{Field: "replicas", Rule: "must be 1 with the embedded NATS server (use --nats-url for a cluster)"})
 	}
+	switch c.NATSTLS {
+	case TLSAuto, TLSOn:
+	case TLSOff:
+		if c.NATSURL == "" && c.NATSListen != "" && !listenIsLoopback(c.NATSListen) {
+			fe = append(fe, errs.FieldError{Field: "nats_tls", Rule: "off is refused: nats_listen " + c.NATSListen +
+				" is reachable from other hosts, and credentials and user secrets would cross the network in clear"})
+		}
+	default:
+		fe = append(fe, errs.FieldError{Field: "nats_tls", Rule: "must be auto, on or off"})
+	}
 	if err := errs.Fields(fe...); err != nil {
 		return err
 	}
@@ -75,6 +91,35 @@ func (c *Config) Validate() error {
 		return c.AgentNode.Validate()
 	}
 	return nil
+}
+
+// Values of NATSTLS.
+const (
+	TLSAuto = "auto"
+	TLSOn   = "on"
+	TLSOff  = "off"
+)
+
+// natsTLS reports whether the embedded server's listener uses TLS: when
+// asked, and always when it is reachable from other hosts.
+func (c *Config) natsTLS() bool {
+	if c.NATSListen == "" {
+		return false
+	}
+	switch c.NATSTLS {
+	case TLSOn:
+		return true
+	case TLSOff:
+		return false
+	}
+	return !listenIsLoopback(c.NATSListen)
+}
+
+// listenIsLoopback reports whether a host:port listens on loopback only.
+// A malformed address is not loopback (the server rejects it anyway).
+func listenIsLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	return err == nil && natsauth.IsLoopback(host)
 }
 
 // localAgentDefaults are the agent's defaults with one change: on the one

@@ -2,6 +2,12 @@
 // JetStream server (or joins an external one with --nats-url), provisions
 // every stream and bucket, and runs every service core on one connection,
 // with the gateway's HTTP API in front.
+//
+// The embedded server always authenticates: its trust (operator, accounts)
+// lives in <data-dir>/nats, the in-process services connect with a service
+// credential, and <data-dir>/nats/service.creds is written for standalone
+// services. A listener reachable from other hosts uses TLS from a private
+// CA in <data-dir>/nats/tls.
 package daemon
 
 import (
@@ -10,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"time"
 
@@ -25,6 +32,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/config"
 	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/natsauth"
 	"github.com/vpnfleet/vpnfleet/shared/natsserver"
 	"github.com/vpnfleet/vpnfleet/shared/probe"
 	"github.com/vpnfleet/vpnfleet/shared/svc"
@@ -59,10 +67,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	stack.Push("tracing", stopTracing)
 
-	nc, natsURL, err := connect(ctx, cfg, log, stack)
+	conn, err := connect(ctx, cfg, log, stack)
 	if err != nil {
 		return err
 	}
+	nc := conn.nc
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("opening jetstream: %w", err)
@@ -103,7 +112,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log.Info("vpnd ready",
 		"gateway_url", "http://"+l.Addr().String(),
-		"nats_url", natsURL,
+		"nats_url", conn.url,
+		"nats_creds", conn.creds,
+		"nats_ca", conn.ca,
 		"data_dir", dataDir,
 	)
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
@@ -113,32 +124,74 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	return nil
 }
 
+// Files of the embedded server's authentication under the data dir.
+const (
+	// natsDir holds the trust (operator, accounts, account store) and,
+	// when the listener uses TLS, the CA and certificate (natsDir/tls).
+	natsDir = "nats"
+	// serviceCredsFile is the service credential for standalone services
+	// (vpn-users, vpn-gateway, vpn-health --nats-creds).
+	serviceCredsFile = "service.creds"
+)
+
+// natsConn is how vpnd reaches NATS: its connection, and what the ready
+// line tells operators.
+type natsConn struct {
+	nc    *nats.Conn
+	url   string
+	creds string // the service creds file, "" with --nats-url
+	ca    string // the CA file of the listener's TLS, "" without
+}
+
 // connect starts the embedded server (or dials --nats-url) and registers
 // their shutdown: the connection drains before the server stops.
-func connect(ctx context.Context, cfg Config, log *slog.Logger, stack *lifecycle.Stack) (*nats.Conn, string, error) {
+func connect(ctx context.Context, cfg Config, log *slog.Logger, stack *lifecycle.Stack) (natsConn, error) {
 	if cfg.NATSURL != "" {
-		nc, err := bus.Dial(ctx, bus.DialConfig{URL: cfg.NATSURL, Creds: cfg.NATSCreds, Name: "vpnd"}, log)
+		nc, err := bus.Dial(ctx, bus.DialConfig{URL: cfg.NATSURL, Creds: cfg.NATSCreds, CA: cfg.NATSCA, Name: "vpnd"}, log)
 		if err != nil {
-			return nil, "", err
+			return natsConn{}, err
 		}
 		stack.Push("nats connection", func(context.Context) error { return nc.Drain() })
-		return nc, cfg.NATSURL, nil
+		return natsConn{nc: nc, url: cfg.NATSURL}, nil
+	}
+	dir := filepath.Join(cfg.DataDir, natsDir)
+	trust, err := natsauth.LoadOrCreate(dir)
+	if err != nil {
+		return natsConn{}, err
+	}
+	out := natsConn{creds: filepath.Join(dir, serviceCredsFile)}
+	if err := trust.EnsureServiceCredsFile(out.creds, "standalone"); err != nil {
+		return natsConn{}, err
+	}
+	var tlsFiles *natsserver.TLSFiles
+	if cfg.natsTLS() {
+		host, _, _ := net.SplitHostPort(cfg.NATSListen)
+		tl, err := natsauth.LoadOrCreateTLS(filepath.Join(dir, "tls"), append([]string{host}, cfg.NATSAdvertise...))
+		if err != nil {
+			return natsConn{}, err
+		}
+		tlsFiles = &natsserver.TLSFiles{Cert: tl.CertFile(), Key: tl.KeyFile(), CA: tl.CAFile()}
+		out.ca = tl.CAFile()
+		log.Info("nats tls", "ca_sha256", tl.CAFingerprint(), logkey.Path, tl.CAFile())
 	}
 	srv, err := natsserver.Start(natsserver.Config{
 		DataDir:      cfg.DataDir,
 		Listen:       cfg.NATSListen,
 		SyncInterval: cfg.SyncInterval,
+		Trust:        trust,
+		TLS:          tlsFiles,
 	}, log.With(logkey.Component, "nats"))
 	if err != nil {
-		return nil, "", err
+		return natsConn{}, err
 	}
 	stack.PushFunc("embedded nats", srv.Shutdown)
 	nc, err := srv.Connect(nats.Name("vpnd"))
 	if err != nil {
-		return nil, "", err
+		return natsConn{}, err
 	}
 	stack.Push("nats connection", func(ctx context.Context) error { return drain(ctx, nc) })
-	return nc, srv.ClientURL(), nil
+	out.nc, out.url = nc, srv.ClientURL()
+	return out, nil
 }
 
 // drain drains nc and waits until it is closed, so every pending publish

@@ -63,6 +63,23 @@ type ready struct {
 	Msg        string `json:"msg"`
 	GatewayURL string `json:"gateway_url"`
 	NATSURL    string `json:"nats_url"`
+	NATSCreds  string `json:"nats_creds"`
+	NATSCA     string `json:"nats_ca"`
+}
+
+// connectNATS connects to the NATS of a ready vpnd as a standalone service
+// does: its service creds file, and its CA when the listener uses TLS.
+func connectNATS(t *testing.T, r ready) *nats.Conn {
+	t.Helper()
+	opts := []nats.Option{nats.UserCredentials(r.NATSCreds)}
+	if r.NATSCA != "" {
+		opts = append(opts, nats.RootCAs(r.NATSCA))
+	}
+	nc, err := nats.Connect(r.NATSURL, opts...)
+	if err != nil {
+		t.Fatalf("connecting to vpnd's nats: %v", err)
+	}
+	return nc
 }
 
 func findReady(logs string) (ready, bool) {
@@ -81,13 +98,13 @@ type instance struct {
 }
 
 // start runs vpnd in-process on random ports over dataDir and waits for its
-// ready line.
-func start(t *testing.T, dataDir string) instance {
+// ready line. extra args come last.
+func start(t *testing.T, dataDir string, extra ...string) instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
 	done := make(chan error, 1)
-	args := []string{"--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0"}
+	args := append([]string{"--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0"}, extra...)
 	go func() { done <- daemon.Run(ctx, args, func(string) string { return "" }, out) }()
 	var r ready
 	waitfor.Cond(t, 10*time.Second, func() error {
@@ -134,10 +151,7 @@ func TestServesProbesAndKeepsDataAcrossRestart(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	nc, err := nats.Connect(v.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := connectNATS(t, v.ready)
 	js, _ := jetstream.New(nc)
 	if err := bus.Ready(ctx, js); err != nil {
 		t.Fatalf("streams and buckets after start: %v", err)
@@ -153,10 +167,10 @@ func TestServesProbesAndKeepsDataAcrossRestart(t *testing.T) {
 	}
 
 	v2 := start(t, dir)
-	nc2, err := nats.Connect(v2.NATSURL)
-	if err != nil {
-		t.Fatal(err)
+	if v2.NATSCreds != v.NATSCreds {
+		t.Fatalf("service creds moved from %s to %s", v.NATSCreds, v2.NATSCreds)
 	}
+	nc2 := connectNATS(t, v2.ready)
 	defer nc2.Close()
 	js2, _ := jetstream.New(nc2)
 	kv2, err := js2.KeyValue(ctx, subject.BucketUsers)
@@ -187,6 +201,9 @@ func TestBadInputExitsTwoWithOneLine(t *testing.T) {
 		{"unwritable data dir", []string{"--data-dir", filepath.Join(file, "data")}, "data dir"},
 		{"bad replicas", []string{"--data-dir", t.TempDir(), "--replicas", "2"}, "replicas"},
 		{"taken http address", []string{"--data-dir", t.TempDir(), "--http-addr", "256.0.0.1:1", "--nats-listen", ""}, "256.0.0.1"},
+		{"plain nats for other hosts", []string{"--data-dir", t.TempDir(), "--nats-listen", "0.0.0.0:4222", "--nats-tls", "off"}, "nats_tls"},
+		{"plain nats on a public address", []string{"--data-dir", t.TempDir(), "--nats-listen", "192.0.2.1:4222", "--nats-tls", "off"}, "nats_listen 192.0.2.1:4222"},
+		{"unknown nats tls mode", []string{"--data-dir", t.TempDir(), "--nats-tls", "maybe"}, "nats_tls"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -221,10 +238,7 @@ func TestAcknowledgedWriteSurvivesKill9(t *testing.T) {
 
 	const writes = 200
 	proc, r := startBinary(t, bin, dir)
-	nc, err := nats.Connect(r.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := connectNATS(t, r)
 	js, _ := jetstream.New(nc)
 	kv, err := js.KeyValue(ctx, subject.BucketUsers)
 	if err != nil {
@@ -243,10 +257,7 @@ func TestAcknowledgedWriteSurvivesKill9(t *testing.T) {
 
 	proc2, r2 := startBinary(t, bin, dir)
 	defer func() { _ = proc2.Process.Signal(syscall.SIGTERM); _ = proc2.Wait() }()
-	nc2, err := nats.Connect(r2.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc2 := connectNATS(t, r2)
 	defer nc2.Close()
 	js2, _ := jetstream.New(nc2)
 	kv2, err := js2.KeyValue(ctx, subject.BucketUsers)
@@ -315,7 +326,7 @@ func TestJoinsExternalNATS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
 	done := make(chan error, 1)
-	args := []string{"--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--nats-url", ns.URL()}
+	args := []string{"--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--nats-url", ns.URL(), "--nats-creds", ns.ServiceCredsFile()}
 	go func() { done <- daemon.Run(ctx, args, func(string) string { return "" }, out) }()
 	var r ready
 	waitfor.Cond(t, 10*time.Second, func() error {
