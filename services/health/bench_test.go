@@ -84,7 +84,7 @@ func BenchmarkIngest100Agents(b *testing.B) {
 		})
 	}
 	for b.Loop() {
-		cmd := exec.Command(bin, "--nats-url", ns.URL(), "--ops-addr", "", "--log-level", "warn")
+		cmd := exec.Command(bin, "--nats-url", ns.URL(), "--nats-creds", ns.ServiceCredsFile(), "--ops-addr", "", "--log-level", "warn")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
