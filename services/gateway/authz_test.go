@@ -42,11 +42,11 @@ var rules = map[string]string{
 	"POST /api/v1/alerts/{alert}/ack":               "operator",
 	"GET /api/v1/servers":                           "viewer",
 	"POST /api/v1/servers":                          "operator",
-	"GET /api/v1/servers/{server}":                  "viewer",
-	"PATCH /api/v1/servers/{server}":                "operator",
-	"DELETE /api/v1/servers/{server}":               "operator",
-	"POST /api/v1/servers/{server}/restart":         "operator",
-	"GET /api/v1/servers/{server}/logs":             "operator",
+	"GET /api/v1/servers/{server_id}":               "viewer",
+	"PATCH /api/v1/servers/{server_id}":             "operator",
+	"DELETE /api/v1/servers/{server_id}":            "operator",
+	"POST /api/v1/servers/{server_id}/restart":      "operator",
+	"GET /api/v1/servers/{server_id}/logs":          "operator",
 	"GET /api/v1/events":                            "viewer",
 	"GET /api/v1/jobs":                              "viewer",
 	"POST /api/v1/jobs":                             "operator",
@@ -66,7 +66,7 @@ var rank = map[string]int{"public": 0, "viewer": 1, "operator": 2, "admin": 3}
 // concrete fills a pattern's path values with harmless values.
 func concrete(pattern string) (method, path string) {
 	method, path, _ = strings.Cut(pattern, " ")
-	return method, strings.NewReplacer("{user}", "walker", "{node}", "node-1", "{server}", "srv-none",
+	return method, strings.NewReplacer("{user}", "walker", "{node}", "node-1", "{server_id}", "srv-none",
 		"{id}", "000000000000", "{token}", "no-such-token", "{job}", "nosuchjob", "{alert}", "nosuchalert").Replace(path)
 }
 

@@ -58,7 +58,7 @@ func TestBadInputIsPreciseProblem(t *testing.T) {
 		{"subject separator in path", "GET", "/api/v1/users/a.b", nil, nil, 400, "invalid_path", "user"},
 		{"encoded slash in path", "GET", "/api/v1/users/a%2Fb", nil, nil, 400, "invalid_path", "user"},
 		{"encoded wildcard in path", "GET", "/api/v1/nodes/%3E", nil, nil, 400, "invalid_path", "node"},
-		{"too long path value", "GET", "/api/v1/servers/" + strings.Repeat("s", 200), nil, nil, 400, "invalid_path", "server"},
+		{"too long path value", "GET", "/api/v1/servers/" + strings.Repeat("s", 200), nil, nil, 400, "invalid_path", "server_id"},
 		{"bad token id", "DELETE", "/api/v1/tokens/zz", nil, nil, 400, "invalid_path", "id"},
 		{"bad limit", "GET", "/api/v1/users?limit=0", nil, nil, 400, "invalid_query", "limit"},
 		{"bad status filter", "GET", "/api/v1/users?status=happy", nil, nil, 400, "invalid_query", "status"},

@@ -277,12 +277,12 @@ func queryEnum[T ~string](q url.Values, name string, values []T, fe *[]errs.Fiel
 
 // pathRules check path values before they are used in a subject or key.
 var pathRules = map[string]func(string) bool{
-	"user":   subject.ValidToken,
-	"node":   subject.ValidToken,
-	"server": subject.ValidToken,
-	"job":    subject.ValidToken,
-	"alert":  subject.ValidToken,
-	"id":     auth.ValidID,
+	"user":      subject.ValidToken,
+	"node":      subject.ValidToken,
+	"server_id": subject.ValidToken,
+	"job":       subject.ValidToken,
+	"alert":     subject.ValidToken,
+	"id":        auth.ValidID,
 }
 
 func checkPath(r *http.Request, names []string) error {

@@ -91,11 +91,11 @@ func (s *Server) table() []Route {
 		// Servers.
 		{Operation: withQuery(withResp(op("GET", v1+"/servers", "servers.list", "servers", "servers, all or one node's"), server.ListResponse{}), []openapi.Param{{Name: "node", Description: "only this node's servers"}}), Need: auth.Viewer, h: s.listServers},
 		{Operation: withStatus(withReq(withResp(op("POST", v1+"/servers", "servers.deploy", "servers", "deploy a server on a node"), server.Server{}), server.CreateRequest{}), http.StatusCreated), Need: auth.Operator, h: s.deployServer},
-		{Operation: withResp(op("GET", v1+"/servers/{server}", "servers.get", "servers", "a server by id or name"), server.Server{}), Need: auth.Viewer, h: s.getServer},
-		{Operation: withReq(withResp(op("PATCH", v1+"/servers/{server}", "servers.update", "servers", "change a server's name or inbounds"), server.Server{}), UpdateServerRequest{}), Need: auth.Operator, h: s.updateServer},
-		{Operation: withReq(withResp(op("DELETE", v1+"/servers/{server}", "servers.remove", "servers", "remove a server; its agent stops it"), server.DeleteResponse{}), RevisionBody{}), Need: auth.Operator, h: s.removeServer},
-		{Operation: withResp(op("POST", v1+"/servers/{server}/restart", "servers.restart", "servers", "restart a server's workload on its node"), node.Workload{}), Need: auth.Operator, h: s.restartServer},
-		{Operation: withQuery(withResp(op("GET", v1+"/servers/{server}/logs", "servers.logs", "servers", "a server's output; follow=true streams NDJSON log lines"), node.LogsReply{}),
+		{Operation: withResp(op("GET", v1+"/servers/{server_id}", "servers.get", "servers", "a server by id or name"), server.Server{}), Need: auth.Viewer, h: s.getServer},
+		{Operation: withReq(withResp(op("PATCH", v1+"/servers/{server_id}", "servers.update", "servers", "change a server's name or inbounds"), server.Server{}), UpdateServerRequest{}), Need: auth.Operator, h: s.updateServer},
+		{Operation: withReq(withResp(op("DELETE", v1+"/servers/{server_id}", "servers.remove", "servers", "remove a server; its agent stops it"), server.DeleteResponse{}), RevisionBody{}), Need: auth.Operator, h: s.removeServer},
+		{Operation: withResp(op("POST", v1+"/servers/{server_id}/restart", "servers.restart", "servers", "restart a server's workload on its node"), node.Workload{}), Need: auth.Operator, h: s.restartServer},
+		{Operation: withQuery(withResp(op("GET", v1+"/servers/{server_id}/logs", "servers.logs", "servers", "a server's output; follow=true streams NDJSON log lines"), node.LogsReply{}),
 			[]openapi.Param{{Name: "tail", Type: "integer", Description: "last N lines, 0-10000 (default 200)"}, {Name: "follow", Type: "boolean"}, {Name: "timestamps", Type: "boolean"}}),
 			Need: auth.Operator, h: s.serverLogs},
 

@@ -21,7 +21,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
 
-// UpdateServerRequest is the body of PATCH /api/v1/servers/{server}.
+// UpdateServerRequest is the body of PATCH /api/v1/servers/{server_id}.
 type UpdateServerRequest struct {
 	ExpectedRevision uint64                   `json:"expected_revision,omitempty"`
 	Name             *string                  `json:"name,omitempty"`
@@ -67,10 +67,10 @@ func checkInbounds(fe []errs.FieldError, ins []server.InboundRequest) []errs.Fie
 	return fe
 }
 
-// resolveServer finds the server named by the {server} path value: an id,
+// resolveServer finds the server named by the {server_id} path value: an id,
 // or a name unique across nodes.
 func (s *Server) resolveServer(r *http.Request) (server.Server, error) {
-	ref := r.PathValue("server")
+	ref := r.PathValue("server_id")
 	setTarget(r, "server", ref)
 	var srv server.Server
 	if isUUID(ref) {
