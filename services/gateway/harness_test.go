@@ -310,8 +310,9 @@ func (h *harness) putNode(id string, heartbeat time.Time) {
 	}
 }
 
-// putServer stores an applied VLESS+Reality server in the servers bucket,
-// as the servers service and the node's agent leave it.
+// putServer stores an applied VLESS+Reality server, as the servers
+// service and the node's agent leave it: the server in the servers
+// bucket, the agent's report of it in server_status.
 func (h *harness) putServer(id, nodeID string) {
 	h.t.Helper()
 	kv, err := h.js.KeyValue(ctxT(h.t), subject.BucketServers)
@@ -325,10 +326,19 @@ func (h *harness) putServer(id, nodeID string) {
 			PrivateKey: "cPV3Rx4fW1O4tKjNNaYk8wUXi0v3gYk5Q9A2yJc1m0Q", PublicKey: "Z5Xl1w9mXqQf3iC6eK2pWJx6tq1Yb8uJmL3cVn0a4Ts",
 			ShortIDs: []string{"0123abcd"}, Fingerprint: "chrome",
 		}}},
-		Status: server.Status{State: server.StateApplied, PublicHost: "203.0.113.7", AppliedRevision: 1, Time: time.Now()},
 	}
 	data, _ := json.Marshal(s)
-	if _, err := kv.Put(ctxT(h.t), id, data); err != nil {
+	rev, err := kv.Put(ctxT(h.t), id, data)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	status, err := h.js.KeyValue(ctxT(h.t), subject.BucketServerStatus)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	st := server.Status{State: server.StateApplied, PublicHost: "203.0.113.7", AppliedRevision: rev, Spec: s.SpecKey(), Time: time.Now().UTC()}
+	data, _ = json.Marshal(st)
+	if _, err := status.Put(ctxT(h.t), subject.ServerStatusKey(nodeID, id), data); err != nil {
 		h.t.Fatal(err)
 	}
 }

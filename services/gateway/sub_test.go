@@ -185,3 +185,53 @@ func TestEventsStreamResumes(t *testing.T) {
 		t.Fatalf("resumed with %+v then %+v", e2, e3)
 	}
 }
+
+// TestSubscriptionOfUnservedUser is issue 18.15: a user no node serves
+// (disabled, limited, expired) gets a subscription with no links, titled
+// with the reason, and every format comes with a file name that has its
+// extension.
+func TestSubscriptionOfUnservedUser(t *testing.T) {
+	h := newHarness(t)
+	h.putNode("node-a", time.Now())
+	h.putServer("srv-a", "node-a")
+	h.mustJSON("POST", "/api/v1/users", "operator", map[string]any{"name": "una", "protocols": []string{"vless-reality"}}, http.StatusCreated, nil)
+	var s api.Subscription
+	h.mustJSON("GET", "/api/v1/users/una/subscription", "operator", nil, http.StatusOK, &s)
+	path := strings.TrimPrefix(s.URL, h.url)
+
+	for _, c := range []struct{ format, file string }{
+		{"base64", "una.txt"}, {"clash", "una.yaml"}, {"sing-box", "una.json"},
+	} {
+		r := h.do("GET", path+"?format="+c.format, "", nil)
+		if r.status != http.StatusOK || r.header.Get("Content-Disposition") != `attachment; filename="`+c.file+`"` {
+			t.Errorf("%s: %d, Content-Disposition %q, want %s", c.format, r.status, r.header.Get("Content-Disposition"), c.file)
+		}
+	}
+	if r := h.do("GET", path, "", nil); !strings.Contains(decodeB64(t, r.String()), "vless://") {
+		t.Fatalf("an active user's subscription has no link: %s", r.body)
+	}
+
+	h.mustJSON("POST", "/api/v1/users/una/disable", "operator", nil, http.StatusOK, nil)
+	r := h.do("GET", path, "", nil)
+	if r.status != http.StatusOK || strings.TrimSpace(decodeB64(t, r.String())) != "" {
+		t.Fatalf("a disabled user's subscription: %d %q, want no links", r.status, decodeB64(t, r.String()))
+	}
+	title, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(r.header.Get("Profile-Title"), "base64:"))
+	if !strings.Contains(string(title), "disabled") {
+		t.Fatalf("profile title %q does not say why", title)
+	}
+	for _, f := range []string{"clash", "sing-box"} {
+		if r := h.do("GET", path+"?format="+f, "", nil); r.status != http.StatusOK || strings.Contains(r.String(), "203.0.113.7") {
+			t.Errorf("%s of a disabled user: %d %s, want no proxies", f, r.status, r.body)
+		}
+	}
+}
+
+func decodeB64(t *testing.T, s string) string {
+	t.Helper()
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatalf("not base64: %q", s)
+	}
+	return string(b)
+}

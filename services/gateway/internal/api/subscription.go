@@ -65,7 +65,8 @@ func (s *Server) rotateSubscription(w http.ResponseWriter, r *http.Request) erro
 
 // subscription serves the public /sub/{token}: the user's links on healthy
 // nodes that serve them, in the format the client wants, with the headers
-// subscription clients read.
+// subscription clients read. A user no node serves (disabled, limited,
+// expired) gets no links.
 func (s *Server) subscription(w http.ResponseWriter, r *http.Request) error {
 	id, err := s.subs.User(r.Context(), r.PathValue("token"))
 	if err != nil {
@@ -84,11 +85,11 @@ func (s *Server) subscription(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	resp, err := call[user.SubscriptionResponse](s, r, subject.UsersCmd(subject.UsersSubscription),
-		user.SubscriptionRequest{ID: u.ID, Format: format, HealthyNodes: healthy})
+		user.SubscriptionRequest{ID: u.ID, Format: format, HealthyNodes: sub.NodesOf(u, healthy)})
 	if err != nil {
 		return err
 	}
-	sub.SetHeaders(w.Header(), u)
+	sub.SetHeaders(w.Header(), u, format)
 	w.Header().Set("Content-Type", resp.ContentType)
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {

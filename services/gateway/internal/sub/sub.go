@@ -188,9 +188,27 @@ const DefaultHeartbeat = 10 * time.Second
 // profile-update-interval header).
 const UpdateIntervalHours = 12
 
+// NodesOf returns the nodes u's subscription may list: none for a user no
+// node serves (disabled, limited, expired: an empty list, which the users
+// service reads as "no node"), else healthy (nil: every node).
+func NodesOf(u user.User, healthy []string) []string {
+	if !u.Status.Served() {
+		return []string{}
+	}
+	return healthy
+}
+
+// extensions name the file a client saves each format as.
+var extensions = map[string]string{
+	user.FormatBase64:  ".txt",
+	user.FormatClash:   ".yaml",
+	user.FormatSingBox: ".json",
+}
+
 // SetHeaders sets the headers subscription clients read: traffic used and
-// allowed, expiry, refresh interval and a file name.
-func SetHeaders(h http.Header, u user.User) {
+// allowed, expiry, refresh interval, a title (saying why when no node
+// serves the user) and a file name with the format's extension.
+func SetHeaders(h http.Header, u user.User, format string) {
 	expire := int64(0)
 	if !u.ExpiresAt.IsZero() {
 		expire = u.ExpiresAt.Unix()
@@ -198,7 +216,11 @@ func SetHeaders(h http.Header, u user.User) {
 	h.Set("Subscription-Userinfo", fmt.Sprintf("upload=%d; download=%d; total=%d; expire=%d",
 		u.Usage.UsedUp, u.Usage.UsedDown, u.TrafficLimitBytes, expire))
 	h.Set("Profile-Update-Interval", strconv.Itoa(UpdateIntervalHours))
-	h.Set("Profile-Title", "base64:"+base64.StdEncoding.EncodeToString([]byte("vpnfleet "+u.Name)))
-	h.Set("Content-Disposition", `attachment; filename="`+u.Name+`"`)
+	title := "vpnfleet " + u.Name
+	if !u.Status.Served() {
+		title += " (" + string(u.Status) + ")"
+	}
+	h.Set("Profile-Title", "base64:"+base64.StdEncoding.EncodeToString([]byte(title)))
+	h.Set("Content-Disposition", `attachment; filename="`+u.Name+extensions[format]+`"`)
 	h.Set("Cache-Control", "no-store")
 }

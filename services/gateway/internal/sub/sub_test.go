@@ -53,11 +53,53 @@ func TestHealthy(t *testing.T) {
 
 func TestHeaders(t *testing.T) {
 	h := http.Header{}
-	SetHeaders(h, user.User{Name: "ann", TrafficLimitBytes: 100, ExpiresAt: time.Unix(2000000000, 0), Usage: user.Usage{UsedUp: 1, UsedDown: 2}})
+	SetHeaders(h, user.User{Name: "ann", Status: user.StatusActive, TrafficLimitBytes: 100, ExpiresAt: time.Unix(2000000000, 0), Usage: user.Usage{UsedUp: 1, UsedDown: 2}}, user.FormatBase64)
 	if got := h.Get("Subscription-Userinfo"); got != "upload=1; download=2; total=100; expire=2000000000" {
 		t.Errorf("userinfo %q", got)
 	}
-	if h.Get("Profile-Update-Interval") != "12" || h.Get("Content-Disposition") == "" {
+	if h.Get("Profile-Update-Interval") != "12" {
 		t.Errorf("headers %v", h)
+	}
+}
+
+// TestFileName checks that a saved subscription gets a file name whose
+// extension says its format.
+func TestFileName(t *testing.T) {
+	cases := []struct{ format, want string }{
+		{user.FormatBase64, `attachment; filename="ann.txt"`},
+		{user.FormatClash, `attachment; filename="ann.yaml"`},
+		{user.FormatSingBox, `attachment; filename="ann.json"`},
+	}
+	for _, c := range cases {
+		t.Run(c.format, func(t *testing.T) {
+			h := http.Header{}
+			SetHeaders(h, user.User{Name: "ann", Status: user.StatusActive}, c.format)
+			if got := h.Get("Content-Disposition"); got != c.want {
+				t.Fatalf("Content-Disposition %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+// TestNodesOf checks that only a served user's subscription lists nodes:
+// a disabled, limited or expired user gets none, whatever is healthy.
+func TestNodesOf(t *testing.T) {
+	healthy := []string{"n1", "n2"}
+	for _, st := range user.Statuses {
+		t.Run(string(st), func(t *testing.T) {
+			got := NodesOf(user.User{Status: st}, healthy)
+			if st.Served() {
+				if len(got) != 2 {
+					t.Fatalf("a %s user's nodes %v, want the healthy ones", st, got)
+				}
+				return
+			}
+			if got == nil || len(got) != 0 {
+				t.Fatalf("a %s user's nodes %#v, want none (an empty list, not nil: nil is every node)", st, got)
+			}
+		})
+	}
+	if got := NodesOf(user.User{Status: user.StatusActive}, nil); got != nil {
+		t.Fatalf("a served user with every node healthy: %v, want nil", got)
 	}
 }
