@@ -11,6 +11,8 @@
 package users
 
 import (
+	"github.com/nats-io/nats.go/jetstream"
+
 	"context"
 	"errors"
 	"fmt"
@@ -251,3 +253,14 @@ func enforce(ctx context.Context, reg *registry.Registry, idx *index.Index, ever
 
 // FleetAuthority is what signs node credentials (see Config.Fleet).
 type FleetAuthority = fleet.Authority
+
+// EnrollLocal enrolls the node vpnd's own agent runs as (with groups) and
+// returns the JWT of its credential for userPublicKey, a key vpnd keeps:
+// no join token, the key never leaves the process.
+func EnrollLocal(ctx context.Context, js jetstream.JetStream, auth *FleetAuthority, node string, groups []string, userPublicKey string) (string, error) {
+	f, err := fleet.Open(ctx, js, auth, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return "", err
+	}
+	return f.EnrollLocal(ctx, node, groups, userPublicKey)
+}

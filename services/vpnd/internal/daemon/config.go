@@ -32,6 +32,8 @@ type Config struct {
 	// Agent is the local agent, which makes this host a node of the fleet.
 	Agent     bool         `flag:"agent" env:"VPN_AGENT" help:"run a local agent so this host serves VPN users too"`
 	AgentNode agent.Config // its flags: --node-id, --runtime, --public-addr, ...
+	// AgentGroups are the groups the local node is enrolled with.
+	AgentGroups []string `flag:"agent-groups" env:"VPN_AGENT_GROUPS" help:"node groups of this host's own node (users placed on a group are served by its nodes), comma-separated"`
 	// Health is the health core: node health, alert rules, notifiers.
 	Health health.Config // its flags: --alert-rules, --node-down-after, ...
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/natsauth"
 	"github.com/vpnfleet/vpnfleet/shared/natsserver"
 	"github.com/vpnfleet/vpnfleet/shared/probe"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/svc"
 	"github.com/vpnfleet/vpnfleet/shared/telemetry"
 	"github.com/vpnfleet/vpnfleet/shared/version"
@@ -99,15 +100,25 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 
+	usersCfg := users.Defaults()
+	authority, err := fleetAuthority(cfg, conn, stack)
+	if err != nil {
+		return err
+	}
+	usersCfg.Fleet = authority
+	var agentEnv svc.Env
+	if cfg.Agent {
+		if agentEnv, err = localAgentEnv(ctx, cfg, env, conn, authority, stack); err != nil {
+			return err
+		}
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	context.AfterFunc(gctx, gw.Close)
 	g.Go(func() error { return svc.ServeHTTP(gctx, l, gw.Handler(), log) })
-	g.Go(func() error { return users.Run(gctx, users.Defaults(), env) })
+	g.Go(func() error { return users.Run(gctx, usersCfg, env) })
 	g.Go(func() error { return health.Run(gctx, cfg.Health, env) })
 	if cfg.Agent {
-		agentEnv := env
-		agentEnv.DataDir = filepath.Join(dataDir, "agent")
-		agentEnv.Log = log.With(logkey.Component, "agent")
 		g.Go(func() error { return agent.Run(gctx, cfg.AgentNode, agentEnv) })
 	}
 	log.Info("vpnd ready",
@@ -141,6 +152,12 @@ type natsConn struct {
 	url   string
 	creds string // the service creds file, "" with --nats-url
 	ca    string // the CA file of the listener's TLS, "" without
+
+	// With the embedded server: the server, its trust and TLS, which sign
+	// and reach node credentials. Nil with --nats-url.
+	srv   *natsserver.Server
+	trust *natsauth.Trust
+	tls   *natsauth.TLS
 }
 
 // connect starts the embedded server (or dials --nats-url) and registers
@@ -171,7 +188,7 @@ func connect(ctx context.Context, cfg Config, log *slog.Logger, stack *lifecycle
 			return natsConn{}, err
 		}
 		tlsFiles = &natsserver.TLSFiles{Cert: tl.CertFile(), Key: tl.KeyFile(), CA: tl.CAFile()}
-		out.ca = tl.CAFile()
+		out.ca, out.tls = tl.CAFile(), tl
 		log.Info("nats tls", "ca_sha256", tl.CAFingerprint(), logkey.Path, tl.CAFile())
 	}
 	srv, err := natsserver.Start(natsserver.Config{
@@ -190,7 +207,7 @@ func connect(ctx context.Context, cfg Config, log *slog.Logger, stack *lifecycle
 		return natsConn{}, err
 	}
 	stack.Push("nats connection", func(ctx context.Context) error { return drain(ctx, nc) })
-	out.nc, out.url = nc, srv.ClientURL()
+	out.nc, out.url, out.srv, out.trust = nc, srv.ClientURL(), srv, trust
 	return out, nil
 }
 
@@ -209,4 +226,84 @@ func drain(ctx context.Context, nc *nats.Conn) error {
 		nc.Close()
 		return ctx.Err()
 	}
+}
+
+// fleetAuthority is what signs node credentials: the embedded server's
+// trust, a system-account connection for revocations, and where other
+// hosts reach NATS (tls:// with the CA's fingerprint, or nats:// on a
+// loopback listener). With --nats-url, vpnd holds no keys (nil).
+func fleetAuthority(cfg Config, conn natsConn, stack *lifecycle.Stack) (*users.FleetAuthority, error) {
+	if conn.srv == nil || conn.trust == nil {
+		return nil, nil
+	}
+	sysCred, err := conn.trust.SystemCredential("vpnd")
+	if err != nil {
+		return nil, err
+	}
+	sys, err := conn.srv.ConnectAs(sysCred, nats.Name("vpnd-system"))
+	if err != nil {
+		return nil, err
+	}
+	stack.PushFunc("nats system connection", sys.Close)
+	a := &users.FleetAuthority{Trust: conn.trust, System: sys}
+	if cfg.NATSListen != "" {
+		_, port, _ := net.SplitHostPort(cfg.NATSListen)
+		host, _, _ := net.SplitHostPort(cfg.NATSListen)
+		hosts := cfg.NATSAdvertise
+		if len(hosts) == 0 {
+			hosts = []string{host}
+		}
+		scheme := "nats://"
+		if conn.tls != nil {
+			scheme = "tls://"
+			a.CAFingerprint, a.CAPEM = conn.tls.CAFingerprint(), conn.tls.CAPEM()
+		}
+		for _, h := range hosts {
+			a.URLs = append(a.URLs, scheme+net.JoinHostPort(h, port))
+		}
+	}
+	return a, nil
+}
+
+// localAgentEnv is the environment of vpnd's own agent: like any agent it
+// connects with its node's credential (in-process), so it reads its own
+// view and writes its own status, nothing else. The node's key is kept in
+// <data dir>/agent/nats/node.nk (0600); the node is enrolled with
+// --agent-groups.
+func localAgentEnv(ctx context.Context, cfg Config, env svc.Env, conn natsConn, authority *users.FleetAuthority, stack *lifecycle.Stack) (svc.Env, error) {
+	agentEnv := env
+	agentEnv.DataDir = filepath.Join(cfg.DataDir, "agent")
+	agentEnv.Log = env.Log.With(logkey.Component, "agent")
+	if authority == nil {
+		// An external NATS: vpnd holds no signing keys; the agent uses
+		// vpnd's connection (its --nats-creds).
+		return agentEnv, nil
+	}
+	id, err := agent.NodeID(cfg.AgentNode.NodeID, agentEnv.DataDir)
+	if err != nil {
+		return svc.Env{}, err
+	}
+	cfg.AgentNode.NodeID = id
+	kp, err := natsauth.LoadOrCreateUserKey(filepath.Join(agentEnv.DataDir, "nats", "node.nk"))
+	if err != nil {
+		return svc.Env{}, err
+	}
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	token, err := users.EnrollLocal(ctx, env.JS, authority, id, cfg.AgentGroups, pub)
+	if err != nil {
+		return svc.Env{}, err
+	}
+	nc, err := conn.srv.ConnectAs(natsauth.Credential{JWT: token, Seed: seed},
+		nats.Name("vpnd-agent"), nats.CustomInboxPrefix(subject.NodeInboxPrefix(id)))
+	if err != nil {
+		return svc.Env{}, err
+	}
+	stack.Push("agent nats connection", func(ctx context.Context) error { return drain(ctx, nc) })
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return svc.Env{}, fmt.Errorf("opening jetstream: %w", err)
+	}
+	agentEnv.NC, agentEnv.JS = nc, js
+	return agentEnv, nil
 }
