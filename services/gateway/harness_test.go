@@ -116,8 +116,21 @@ func (h *harness) env() svc.Env {
 	return svc.Env{NC: nc, JS: js, Log: natstest.Logger(h.t), Metrics: telemetry.NewRegistry(), Probe: probe.New()}
 }
 
-// startUsers runs the real users service until the test ends.
+// startUsers runs the real users service until the test ends, and waits
+// until it answers.
 func (h *harness) startUsers() {
+	h.t.Helper()
+	h.startUsersUnwaited()
+	waitfor.Cond(h.t, 20*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := bus.Request[user.CountResponse](ctx, h.nc, subject.UsersCmd(subject.UsersCount), user.Filter{})
+		return err
+	})
+}
+
+// startUsersUnwaited runs the real users service until the test ends.
+func (h *harness) startUsersUnwaited() {
 	h.t.Helper()
 	env := h.env()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -131,12 +144,6 @@ func (h *harness) startUsers() {
 				h.t.Errorf("users.Run: %v", err)
 			}
 		})
-	})
-	waitfor.Cond(h.t, 20*time.Second, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := bus.Request[user.CountResponse](ctx, h.nc, subject.UsersCmd(subject.UsersCount), user.Filter{})
-		return err
 	})
 }
 

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -23,7 +26,9 @@ func TestMain(m *testing.M) {
 }
 
 // TestStandaloneJoinsExternalNATS runs vpn-gateway as its own process would,
-// against a NATS server it did not start, and waits for /readyz.
+// against a NATS server it did not start, and waits until /readyz finds
+// NATS and JetStream ready; only the services behind the API, not running
+// here, are missing.
 func TestStandaloneJoinsExternalNATS(t *testing.T) {
 	ns := natstest.StartWith(t, natstest.Options{NoProvision: true})
 	addr := freeAddr(t)
@@ -37,9 +42,16 @@ func TestStandaloneJoinsExternalNATS(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("readyz %d", resp.StatusCode)
+		defer resp.Body.Close()
+		var rz struct {
+			Failed map[string]string `json:"failed"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&rz); err != nil {
+			return fmt.Errorf("readyz %d: %w", resp.StatusCode, err)
+		}
+		missing := slices.Sorted(maps.Keys(rz.Failed))
+		if resp.StatusCode != http.StatusServiceUnavailable || !slices.Equal(missing, []string{"jobs service", "users service"}) {
+			return fmt.Errorf("readyz %d, failing %v; want 503 failing only the jobs and users services", resp.StatusCode, rz.Failed)
 		}
 		return nil
 	})

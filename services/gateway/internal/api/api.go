@@ -129,6 +129,7 @@ func New(env svc.Env, cfg Config) *Server {
 	}
 	s.refusals = newRefusals(cfg.AuditWindow, s.publishAudit)
 	s.idem = newIdempotency(subject.UserIdempotencyTTL)
+	addReadiness(env.Probe, env.NC)
 	s.routes = s.table()
 	ops := make([]openapi.Operation, len(s.routes))
 	for i, rt := range s.routes {
