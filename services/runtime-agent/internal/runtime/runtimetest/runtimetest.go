@@ -595,10 +595,27 @@ func (s *suite) testOOM(t *testing.T) {
 		}
 		return
 	}
+	// The workload allocates only once Start has returned: an engine
+	// watches a task's cgroup for OOM from the end of its start on
+	// (containerd's shim registers the watch after the process runs), and a
+	// workload that blew its limit before that would die without an oom
+	// event. The trigger is a file in a directory mounted into it.
+	trigger := ""
+	if s.caps.Mounts {
+		dir := t.TempDir()
+		spec.Mounts = []runtime.Mount{{Source: dir, Target: "/oom-trigger"}}
+		spec.Env["WORKLOAD_ALLOC_WHEN"] = "/oom-trigger/allocate"
+		trigger = filepath.Join(dir, "allocate")
+	}
 	ev := s.events(t)
 	id := s.create(t, spec)
 	if err := s.rt.Start(ctx, id); err != nil {
 		t.Fatalf("Start: %v", err)
+	}
+	if trigger != "" {
+		if err := os.WriteFile(trigger, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	kinds := []runtime.EventKind{runtime.EventDie}
 	if s.caps.OOMEvents {

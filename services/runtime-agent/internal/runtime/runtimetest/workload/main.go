@@ -6,6 +6,9 @@
 //	WORKLOAD_EXIT=code    exit with code right after the start lines
 //	WORKLOAD_TERM_EXIT=c  exit with code c on SIGTERM (default 0)
 //	WORKLOAD_ALLOC_MB=n   allocate and touch n MiB, then keep running
+//	WORKLOAD_ALLOC_WHEN=p with WORKLOAD_ALLOC_MB: allocate only once the
+//	                      file p exists (the test creates it when the
+//	                      runtime watches for the OOM it causes)
 //	WORKLOAD_TICK=dur     print "tick N" and burn a little CPU every dur
 //	                      (default 100ms)
 //	WORKLOAD_FILE=path    append one line per start to path (restart counts)
@@ -59,6 +62,20 @@ func run() int {
 		return code
 	}
 	if mb := envInt("WORKLOAD_ALLOC_MB", 0); mb > 0 {
+		if p := os.Getenv("WORKLOAD_ALLOC_WHEN"); p != "" {
+			fmt.Printf("waiting for %s\n", p)
+			for {
+				if _, err := os.Stat(p); err == nil {
+					break
+				}
+				select {
+				case <-term:
+					fmt.Println("terminating")
+					return envInt("WORKLOAD_TERM_EXIT", 0)
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		}
 		fmt.Printf("allocating %d MiB\n", mb)
 		for i := 0; i < mb; i++ {
 			chunk := make([]byte, 1<<20)
