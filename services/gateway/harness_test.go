@@ -135,7 +135,9 @@ func (h *harness) startUsersUnwaited() {
 	env := h.env()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- users.Run(ctx, users.Defaults(), env) }()
+	cfg := users.Defaults()
+	cfg.Fleet = fleetAuthority(h.t, h.ns)
+	go func() { done <- users.Run(ctx, cfg, env) }()
 	var once sync.Once
 	h.t.Cleanup(func() {
 		once.Do(func() {

@@ -427,6 +427,8 @@ func serviceOf(subj string) (name, hint string) {
 		return "servers service", "start vpnd (`make run`), which runs the servers service, and check that it is connected to NATS; then retry"
 	case strings.HasPrefix(subj, subject.JobsService+"."):
 		return "jobs service", "start vpnd (`make run`) or vpn-users; then retry"
+	case strings.HasPrefix(subj, subject.FleetService+"."):
+		return "fleet service", "start vpnd (`make run`), whose users service enrolls nodes, and check that it is connected to NATS; then retry"
 	case strings.HasPrefix(subj, subject.HealthService+"."):
 		return "health service", "start vpnd (`make run`) or vpn-health, and check that it is connected to NATS; then retry"
 	case strings.HasPrefix(subj, "vpn.agent."):

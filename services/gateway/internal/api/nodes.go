@@ -32,6 +32,11 @@ type NodeView struct {
 	Health              string  `json:"health,omitempty"`
 	HealthReason        string  `json:"health_reason,omitempty"`
 	HealthFrom          string  `json:"health_from"`
+	// Enrollment is the state of the node's enrollment (pending, joined,
+	// revoked), where its groups come from; empty when the node is not
+	// enrolled or the fleet service did not answer. A node enrolled but
+	// never seen has this state as its State, and no health.
+	Enrollment string `json:"enrollment,omitempty"`
 }
 
 // Where a NodeView's health comes from.
@@ -43,6 +48,9 @@ const (
 // NodeList is the reply of GET /api/v1/nodes.
 type NodeList struct {
 	Nodes []NodeView `json:"nodes"`
+	// EnrollmentError says why groups and enrollment states are missing
+	// (the fleet service did not answer).
+	EnrollmentError string `json:"enrollment_error,omitempty"`
 }
 
 // NodeDetail is one node and, when its agent answers, its workloads.
@@ -51,6 +59,8 @@ type NodeDetail struct {
 	Workloads  []node.Workload `json:"workloads,omitempty"`
 	Buffered   int             `json:"buffered,omitempty"`
 	AgentError string          `json:"agent_error,omitempty"`
+	// EnrollmentError says why groups and enrollment state are missing.
+	EnrollmentError string `json:"enrollment_error,omitempty"`
 }
 
 func view(n node.Node, health map[string]event.NodeHealth, now time.Time) NodeView {
@@ -144,16 +154,28 @@ func (s *Server) healthyNodes(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+// listNodes lists every registered node, and every enrolled node that
+// never registered (pending, most often), with groups from enrollments.
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
 	ns, err := s.nodes(r.Context())
 	if err != nil {
 		return err
 	}
+	ens, enErr := s.enrollments(r)
 	health, _ := s.nodeHealth(r.Context())
 	now := time.Now()
-	out := NodeList{Nodes: make([]NodeView, len(ns))}
-	for i, n := range ns {
-		out.Nodes[i] = view(n, health, now)
+	out := NodeList{Nodes: make([]NodeView, 0, len(ns)+len(ens))}
+	for _, n := range ns {
+		out.Nodes = append(out.Nodes, enrolled(view(n, health, now), ens))
+	}
+	for _, en := range ens {
+		if !slices.ContainsFunc(ns, func(n node.Node) bool { return n.ID == en.ID }) {
+			out.Nodes = append(out.Nodes, unseen(en))
+		}
+	}
+	slices.SortFunc(out.Nodes, func(a, b NodeView) int { return strings.Compare(a.ID, b.ID) })
+	if enErr != nil {
+		out.EnrollmentError = errs.Message(enErr)
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -161,11 +183,22 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("node")
 	n, err := s.node(r.Context(), id)
-	if err != nil {
+	if err != nil && !errors.Is(err, errs.NotFound) {
 		return err
 	}
+	ens, enErr := s.enrollments(r)
+	if err != nil {
+		en, ok := ens[id]
+		if !ok {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, NodeDetail{NodeView: unseen(en)})
+	}
 	health, _ := s.nodeHealth(r.Context())
-	out := NodeDetail{NodeView: view(n, health, time.Now())}
+	out := NodeDetail{NodeView: enrolled(view(n, health, time.Now()), ens)}
+	if enErr != nil {
+		out.EnrollmentError = errs.Message(enErr)
+	}
 	if out.Healthy {
 		ctx, cancel := context.WithTimeout(r.Context(), min(s.cfg.UpstreamTimeout, 3*time.Second))
 		st, err := bus.Request[node.StatusReply](ctx, s.env.NC, subject.AgentCmd(id, node.CmdStatus), struct{}{})

@@ -78,9 +78,16 @@ func (s *Server) table() []Route {
 		{Operation: withResp(op("POST", v1+"/users/{user}/subscription/rotate", "users.subscription_rotate", "users", "replace a user's subscription URL; the old one stops working"), Subscription{}), Need: auth.Operator, h: s.rotateSubscription},
 
 		// Nodes.
-		{Operation: withResp(op("GET", v1+"/nodes", "nodes.list", "nodes", "every registered node, with health from its heartbeat"), NodeList{}), Need: auth.Viewer, h: s.listNodes},
+		{Operation: withResp(op("GET", v1+"/nodes", "nodes.list", "nodes", "every registered node, with health from its heartbeat and groups from its enrollment, and enrolled nodes never seen (pending)"), NodeList{}), Need: auth.Viewer, h: s.listNodes},
 		{Operation: withResp(op("GET", v1+"/nodes/{node}", "nodes.get", "nodes", "a node and, when its agent answers, its workloads"), NodeDetail{}), Need: auth.Viewer, h: s.getNode},
 		{Operation: withQuery(withResp(op("GET", v1+"/nodes/{node}/stats", "nodes.stats", "nodes", "a node's history (CPU, memory, disk, network, VPN traffic) from the health service"), event.StatsReply{}), rangeQuery), Need: auth.Viewer, h: s.nodeStats},
+		// Enrollment: a join token grants a host access to the bus, so
+		// adding and revoking nodes is for admins; regrouping is an
+		// operator's everyday change.
+		{Operation: withStatus(withReq(withResp(op("POST", v1+"/nodes", "nodes.add", "nodes", "enroll a node: its groups and a single-use join token, with the one command to run on the new host (the token is in this response only)"), node.AddResponse{}), AddNodeRequest{}), http.StatusCreated), Need: auth.Admin, h: s.addNode},
+		{Operation: withResp(op("GET", v1+"/enrollments", "nodes.enrollments", "nodes", "every node's enrollment: groups, state (pending, joined, revoked), never a token"), node.EnrollmentsResponse{}), Need: auth.Viewer, h: s.listEnrollments},
+		{Operation: withReq(withResp(op("PUT", v1+"/nodes/{node}/groups", "nodes.groups", "nodes", "set a node's groups; what it serves follows"), node.Enrollment{}), NodeGroupsRequest{}), Need: auth.Operator, h: s.setNodeGroups},
+		{Operation: withResp(op("POST", v1+"/nodes/{node}/revoke", "nodes.revoke", "nodes", "revoke a node: its credential stops working at once and it serves nothing more"), node.Enrollment{}), Need: auth.Admin, h: s.revokeNode},
 
 		// Alerts (the health service).
 		{Operation: withQuery(withResp(op("GET", v1+"/alerts", "alerts.list", "alerts", "alerts, most recent first (firing by default)"), event.AlertsReply{}),
