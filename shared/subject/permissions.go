@@ -81,6 +81,7 @@ func NodeGrants(node string) []Grant {
 		{Publish, kvStreamInfo(BucketServerStatus), "opening the server_status bucket"},
 		{Publish, kvStreamInfo(BucketNodeViews), "opening the node_views bucket"},
 		{Publish, kvWatchCreate(BucketNodeViews, NodeView(node)), "watching its own view (node_views, own keys)"},
+		{Publish, kvDirectGet(BucketNodeViews, NodeView(node)), "reading one entry of its own view"},
 		{Publish, kvWatchDelete(BucketNodeViews), "deleting that watch's consumer when it stops (names are random; no listing is granted)"},
 		{Publish, kvFlowControl(BucketNodeViews), "flow control of that watch"},
 		{Subscribe, AgentCmds(node), "its commands (logs, restart, status, ...)"},
