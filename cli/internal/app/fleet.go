@@ -61,6 +61,7 @@ func (a *app) nodesCmd() *cobra.Command {
 				})
 		},
 	}, a.nodesStatsCmd())
+	cmd.AddCommand(a.enrollCmds()...)
 	return cmd
 }
 

@@ -61,7 +61,9 @@ func newHarness(t testing.TB) *harness {
 	env := h.newEnv()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- users.Run(ctx, users.Defaults(), env) }()
+	ucfg := users.Defaults()
+	ucfg.Fleet = fleetAuthority(t, ns)
+	go func() { done <- users.Run(ctx, ucfg, env) }()
 	var once sync.Once
 	t.Cleanup(func() {
 		once.Do(func() {
