@@ -303,6 +303,16 @@ func TestTwoNodesJoinAndServeOnlyTheirUsers(t *testing.T) {
 		nc.Close()
 		t.Fatal("a revoked node's credential still connects")
 	}
+	// The agent's own dial says so in one line and gives up, instead of
+	// retrying a credential that can never work again.
+	creds := bus.DialConfig{URL: us.joined.ServerURLs(), Creds: us.joined.CredsFile, CA: us.joined.CAFile, Name: "revoked"}
+	if nc, err := bus.Dial(testCtx(t), creds, natstest.Logger(t), nats.CustomInboxPrefix(subject.NodeInboxPrefix("us1"))); !errors.Is(err, errs.Unauthorized) {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Fatalf("dialing with a revoked credential: %v, want Unauthorized", err)
+	}
+
 	// eu1 keeps serving.
 	if err := fetch(euPort, u, target); err != nil {
 		t.Fatalf("eu stopped serving after us1 was revoked: %v", err)

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -18,6 +19,12 @@ type DialConfig struct {
 	Creds string // optional credentials file
 	CA    string // optional CA certificate (PEM) to trust for TLS, and no other
 	Name  string // connection name shown by the server
+}
+
+// refused reports whether err is the server refusing a credential, which
+// retrying cannot change.
+func refused(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked)
 }
 
 // Dial connects to NATS and keeps reconnecting forever with jittered
@@ -57,6 +64,10 @@ func Dial(ctx context.Context, cfg DialConfig, log *slog.Logger, extra ...nats.O
 	// With RetryOnFailedConnect, Connect returns at once; wait for the
 	// first real connection so callers can use JetStream immediately.
 	for !nc.IsConnected() {
+		if err := nc.LastError(); refused(err) {
+			nc.Close()
+			return nil, errs.Wrap(errs.Unauthorized, err, "nats at %s refused the credential (unknown, expired or revoked: a revoked node needs `vpn nodes add` and a new join)", cfg.URL)
+		}
 		select {
 		case <-ctx.Done():
 			nc.Close()
