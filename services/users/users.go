@@ -47,6 +47,7 @@ type Config struct {
 	JobWorkers      int           `flag:"job-workers" env:"VPN_USERS_JOB_WORKERS" help:"batches of bulk-job items this replica applies at once"`
 	JobBatch        int           `flag:"job-batch" env:"VPN_USERS_JOB_BATCH" help:"items per JOBS message (one atomic write of each kind per batch)"`
 	JobTimeout      time.Duration `flag:"job-timeout" env:"VPN_USERS_JOB_TIMEOUT" help:"time limit of a job create request (validation of the whole input) and of applying one batch"`
+	UsageMaxRate    int64         `flag:"usage-max-rate" env:"VPN_USERS_USAGE_MAX_RATE" help:"bytes per second a node can move at most; a usage record claiming more over its window is refused"`
 	// Fleet signs node credentials (join, revoke); nil in a registry that
 	// does not hold the keys, whose fleet endpoints then answer
 	// Unavailable. Not a flag: vpnd passes its own.
@@ -62,6 +63,7 @@ func Defaults() Config {
 		JobWorkers:      4,
 		JobBatch:        250,
 		JobTimeout:      time.Minute,
+		UsageMaxRate:    usage.DefaultMaxRate,
 	}
 }
 
@@ -79,6 +81,9 @@ func (c Config) Validate() error {
 	}
 	if c.JobBatch < 1 || c.JobBatch > registry.MaxBatch {
 		fe = append(fe, errs.FieldError{Field: "job_batch", Rule: fmt.Sprintf("must be 1-%d", registry.MaxBatch)})
+	}
+	if c.UsageMaxRate <= 0 {
+		fe = append(fe, errs.FieldError{Field: "usage_max_rate", Rule: "must be positive (bytes per second)"})
 	}
 	if c.JobTimeout <= 0 {
 		fe = append(fe, errs.FieldError{Field: "job_timeout", Rule: "must be positive"})
@@ -105,7 +110,7 @@ func run(ctx context.Context, cfg Config, env svc.Env) error {
 		return err
 	}
 	log := env.Log.With(logkey.Component, "users")
-	reg, err := registry.Open(ctx, env.JS, log, registry.Options{ClaimGrace: cfg.NameClaimGrace})
+	reg, err := registry.Open(ctx, env.JS, log, registry.Options{ClaimGrace: cfg.NameClaimGrace, Usage: registry.Limits{MaxRate: cfg.UsageMaxRate}})
 	if err != nil {
 		return err
 	}
