@@ -261,7 +261,8 @@ func (t *TLS) createCA(certPath, keyPath string) (*ecdsa.PrivateKey, error) {
 
 // serverCertCurrent reports whether the server certificate on disk names
 // exactly dnsNames and ips, was signed by the CA, matches its key and is
-// not about to expire.
+// not about to expire. A key file that others may read is an error, not a
+// reason to issue a new one: the operator must learn of it.
 func (t *TLS) serverCertCurrent(dnsNames []string, ips []net.IP) (bool, error) {
 	if _, err := readSecret(t.KeyFile()); errors.Is(err, fs.ErrNotExist) {
 		return false, nil
