@@ -2,8 +2,10 @@ package users_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/job"
+	"github.com/vpnfleet/vpnfleet/shared/node"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 	"github.com/vpnfleet/vpnfleet/shared/waitfor"
@@ -396,4 +399,51 @@ func TestTwoReplicasShareAJob(t *testing.T) {
 		t.Fatal("two replicas made a different registry than one")
 	}
 	t.Logf("batches by replica: %v", two.Workers)
+}
+
+// TestListAndBulkFilterSelectTheSameNodeUsers: a node filter resolves the
+// node's groups from its enrollment in the users service, for listing,
+// counting and job filters alike (issue 18.9: the job planner used to see
+// only users placed on the node by name).
+func TestListAndBulkFilterSelectTheSameNodeUsers(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	enrolls, err := h.js.KeyValue(ctxT(t), subject.BucketEnrollments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en, _ := json.Marshal(node.Enrollment{ID: "n1", Groups: []string{"eu"}, State: node.EnrollJoined})
+	if _, err := enrolls.Put(ctxT(t), "n1", en); err != nil {
+		t.Fatal(err)
+	}
+	placed := map[string]user.Placement{
+		"by-group": {Groups: []string{"eu"}}, "by-name": {Nodes: []string{"n1"}}, "everywhere": {All: true},
+		"other-group": {Groups: []string{"us"}}, "other-node": {Nodes: []string{"n2"}},
+	}
+	for name, p := range placed {
+		must[user.User](h, subject.UsersCreate, user.CreateRequest{Name: name, Placement: &p})
+	}
+	h.waitCount(user.Filter{}, len(placed))
+	list := must[user.ListResponse](h, subject.UsersList, user.ListRequest{Filter: user.Filter{Node: "n1"}})
+	var listed []string
+	for _, u := range list.Users {
+		listed = append(listed, u.Name)
+	}
+	slices.Sort(listed)
+	if want := []string{"by-group", "by-name", "everywhere"}; !slices.Equal(listed, want) {
+		t.Fatalf("list --node n1: %v, want %v", listed, want)
+	}
+	if c := must[user.CountResponse](h, subject.UsersCount, user.Filter{Node: "n1"}); c.Count != 3 {
+		t.Fatalf("count --node n1: %d, want 3", c.Count)
+	}
+	resp := mustJobs[job.CreateResponse](h, subject.JobsCreate, job.CreateRequest{Kind: job.KindDisable, Filter: &job.Filter{Node: "n1"}})
+	h.waitJob(resp.Job.ID, time.Minute)
+	var disabled []string
+	for _, u := range must[user.ListResponse](h, subject.UsersList, user.ListRequest{Filter: user.Filter{Status: user.StatusDisabled}}).Users {
+		disabled = append(disabled, u.Name)
+	}
+	slices.Sort(disabled)
+	if !slices.Equal(disabled, listed) {
+		t.Fatalf("bulk disable --filter node=n1 disabled %v; the list selected %v", disabled, listed)
+	}
 }
