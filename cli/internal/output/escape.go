@@ -2,6 +2,7 @@ package output
 
 import (
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"unicode"
@@ -79,7 +80,11 @@ func escapeArgs(args []any) []any {
 		case interface{ String() string }:
 			out[i] = Escape(v.String())
 		default:
-			out[i] = a
+			if rv := reflect.ValueOf(a); rv.Kind() == reflect.String {
+				out[i] = Escape(rv.String()) // a named string type (a status, a protocol)
+			} else {
+				out[i] = a
+			}
 		}
 	}
 	return out

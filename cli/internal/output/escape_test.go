@@ -57,7 +57,11 @@ func TestPrinterEscapesServerText(t *testing.T) {
 	}{
 		{"table", func(p output.Printer) error { return p.Table([]string{"NAME", "NOTE"}, [][]string{{"bob", evil}}) }},
 		{"key values", func(p output.Printer) error { return p.KeyValues([][2]string{{"Note", evil}}) }},
-		{"line", func(p output.Printer) error { p.Line("note %s: %v", evil, errors.New(evil)); return nil }},
+		{"line", func(p output.Printer) error {
+			type status string
+			p.Line("note %s: %v (%s)", evil, errors.New(evil), status(evil))
+			return nil
+		}},
 		{"json", func(p output.Printer) error {
 			p.Format = "json"
 			return p.Value(map[string]string{"note": evil})
