@@ -140,14 +140,27 @@ func get(t *testing.T, url string) int {
 	return resp.StatusCode
 }
 
+// waitReady waits until the gateway's /readyz answers 200: it does once the
+// services behind it answer real requests, a moment after the ready line.
+func waitReady(t *testing.T, gatewayURL string) {
+	t.Helper()
+	waitfor.Cond(t, 20*time.Second, func() error {
+		if code := get(t, gatewayURL+"/readyz"); code != http.StatusOK {
+			return fmt.Errorf("GET /readyz = %d", code)
+		}
+		return nil
+	})
+}
+
 func TestServesProbesAndKeepsDataAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	v := start(t, dir)
-	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+	for _, path := range []string{"/healthz", "/metrics"} {
 		if code := get(t, v.GatewayURL+path); code != http.StatusOK {
 			t.Fatalf("GET %s = %d", path, code)
 		}
 	}
+	waitReady(t, v.GatewayURL)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -339,9 +352,7 @@ func TestJoinsExternalNATS(t *testing.T) {
 	if r.NATSURL != ns.URL() {
 		t.Fatalf("nats url %q, want the external %q", r.NATSURL, ns.URL())
 	}
-	if code := get(t, r.GatewayURL+"/readyz"); code != http.StatusOK {
-		t.Fatalf("readyz %d", code)
-	}
+	waitReady(t, r.GatewayURL)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
