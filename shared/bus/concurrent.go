@@ -47,8 +47,12 @@ func Serve(nc *nats.Conn, cfg micro.Config, maxInFlight int, eps []ServiceEndpoi
 		return nil, errs.Wrap(errs.Unavailable, err, "adding %s service", cfg.Name)
 	}
 	s := &Service{ms: ms, nc: nc, name: cfg.Name, slots: make(chan struct{}, max(maxInFlight, 1)), stats: map[string]*micro.EndpointStats{}}
+	// Every endpoint's stats exist before the first one takes requests:
+	// the map is only read from then on.
 	for _, ep := range eps {
 		s.stats[ep.Name] = &micro.EndpointStats{Name: ep.Name}
+	}
+	for _, ep := range eps {
 		if err := ms.AddEndpoint(ep.Name, s.concurrent(ep.Name, ep.Handler), micro.WithEndpointSubject(ep.Subject)); err != nil {
 			_ = s.Stop()
 			return nil, errs.Wrap(errs.Unavailable, err, "adding %s endpoint %s", cfg.Name, ep.Name)
