@@ -91,7 +91,7 @@ func BenchmarkAgentIdleRSS(b *testing.B) {
 	var total float64
 	for i := range b.N {
 		id := fmt.Sprintf("rss%d-%d", i, time.Now().UnixNano())
-		cmd := exec.Command(bin, "--nats-url", ns.URL(), "--data-dir", b.TempDir(), "--node-id", id,
+		cmd := exec.Command(bin, "--nats-url", ns.URL(), "--nats-creds", natstest.CredsFile(b, ns.NodeCredential(b, id)), "--data-dir", b.TempDir(), "--node-id", id,
 			"--runtime", "process", "--heartbeat", "1s", "--ops-addr", "")
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)

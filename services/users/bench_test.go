@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/users"
 	"github.com/vpnfleet/vpnfleet/services/users/internal/registry"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
+	"github.com/vpnfleet/vpnfleet/shared/natsauth"
 	"github.com/vpnfleet/vpnfleet/shared/natsserver"
 	"github.com/vpnfleet/vpnfleet/shared/probe"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
@@ -61,7 +63,11 @@ func startBench(b *testing.B, n int) *benchEnv {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	fast, err := natsserver.Start(natsserver.Config{DataDir: dir, SyncInterval: time.Minute}, log)
+	trust, err := natsauth.LoadOrCreate(filepath.Join(dir, "nats"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	fast, err := natsserver.Start(natsserver.Config{DataDir: dir, SyncInterval: time.Minute, Trust: trust}, log)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -101,11 +107,15 @@ func startBench(b *testing.B, n int) *benchEnv {
 	fast.Shutdown()
 	prefill := time.Since(start)
 
-	srv, err := natsserver.Start(natsserver.Config{DataDir: dir, Listen: "127.0.0.1:0"}, log)
+	srv, err := natsserver.Start(natsserver.Config{DataDir: dir, Listen: "127.0.0.1:0", Trust: trust}, log)
 	if err != nil {
 		b.Fatal(err)
 	}
-	svcConn, err := nats.Connect(srv.ClientURL())
+	cred, err := trust.ServiceCredential("bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	svcConn, err := nats.Connect(srv.ClientURL(), cred.Option())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -115,7 +125,7 @@ func startBench(b *testing.B, n int) *benchEnv {
 	done := make(chan error, 1)
 	loadStart := time.Now()
 	go func() { done <- users.Run(runCtx, users.Defaults(), env) }()
-	client, err := nats.Connect(srv.ClientURL())
+	client, err := nats.Connect(srv.ClientURL(), cred.Option())
 	if err != nil {
 		b.Fatal(err)
 	}
