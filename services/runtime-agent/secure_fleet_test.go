@@ -3,9 +3,7 @@ package agent_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
-	"net/http"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -13,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/net/proxy"
 
 	agent "github.com/vpnfleet/vpnfleet/services/runtime-agent"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray/xraytest"
@@ -208,25 +205,7 @@ func (f *secureFleet) socksServer(nodeName string) (server.Server, int) {
 
 // fetch gets target through the SOCKS5 inbound on port as u.
 func fetch(port int, u user.User, target string) error {
-	d, err := proxy.SOCKS5("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		&proxy.Auth{User: u.Credentials.SOCKS5.Username, Password: u.Credentials.SOCKS5.Password}, &net.Dialer{Timeout: time.Second})
-	if err != nil {
-		return err
-	}
-	tr := &http.Transport{DialContext: d.(proxy.ContextDialer).DialContext}
-	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %s", resp.Status)
-	}
-	return nil
+	return fetchAs(user.SOCKS5, port, u.Credentials.SOCKS5, target)
 }
 
 // TestTwoNodesJoinAndServeOnlyTheirUsers: two hosts join with `vpn nodes
