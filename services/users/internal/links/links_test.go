@@ -201,8 +201,17 @@ func TestUserLinksCarryTheRealServerAndCredentials(t *testing.T) {
 		var sb struct {
 			Outbounds []links.SingBoxOutbound `json:"outbounds"`
 		}
-		if err := json.Unmarshal(j, &sb); err != nil || len(sb.Outbounds) != len(ls) {
-			t.Fatalf("sing-box: %v, %d outbounds", err, len(sb.Outbounds))
+		if err := json.Unmarshal(j, &sb); err != nil {
+			t.Fatalf("sing-box: %v", err)
+		}
+		proxies := 0
+		for _, o := range sb.Outbounds {
+			if o.Server != "" {
+				proxies++
+			}
+		}
+		if proxies != len(ls) {
+			t.Fatalf("sing-box: %d proxy outbounds for %d links", proxies, len(ls))
 		}
 	})
 }
@@ -248,5 +257,108 @@ func TestQR(t *testing.T) {
 	}
 	if _, _, err := links.QR("", 10); err == nil {
 		t.Fatal("empty content and tiny size accepted")
+	}
+}
+
+// oneLinkPerProtocol is a link of every protocol on one server.
+func oneLinkPerProtocol() []user.Link {
+	ps := []links.Params{
+		{Protocol: user.VLESSReality, Host: "h1", Port: 443, Name: "a@vless", UUID: "u", Flow: user.FlowVision, SNI: "x.com", PublicKey: "pk", ShortID: "ab", Fingerprint: "chrome"},
+		{Protocol: user.Shadowsocks2022, Host: "h1", Port: 8388, Name: "a@ss", Method: user.SS2022AES128GCM, Password: "k1:k2"},
+		{Protocol: user.SOCKS5, Host: "h1", Port: 1080, Name: "a@socks", Username: "u", Password: "p"},
+		{Protocol: user.HTTP, Host: "h1", Port: 8080, Name: "a@http", Username: "u", Password: "p"},
+	}
+	ls := make([]user.Link, len(ps))
+	for i, p := range ps {
+		ls[i] = user.Link{Server: "s1", Protocol: p.Protocol, URL: links.Build(p)}
+	}
+	return ls
+}
+
+// The agent's SOCKS inbound refuses UDP ASSOCIATE (udp: false in its Xray
+// config), so a Clash entry claiming UDP would send UDP into a black hole.
+func TestClashClaimsUDPOnlyWhereTheServerRelaysIt(t *testing.T) {
+	y, err := links.Clash(oneLinkPerProtocol())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clash struct {
+		Proxies []links.ClashProxy `yaml:"proxies"`
+	}
+	if err := yaml.Unmarshal(y, &clash); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"vless": true, "ss": true, "socks5": false, "http": false}
+	if len(clash.Proxies) != len(want) {
+		t.Fatalf("%d proxies: %s", len(clash.Proxies), y)
+	}
+	for _, p := range clash.Proxies {
+		if w, ok := want[p.Type]; !ok || p.UDP != w {
+			t.Errorf("%s proxy %q: udp %v, want %v", p.Type, p.Name, p.UDP, w)
+		}
+	}
+}
+
+// A sing-box client loads the profile as it is: it needs an inbound to take
+// traffic, a selector to choose among every proxy, and a route to it.
+func TestSingBoxProfileIsUsableAsDelivered(t *testing.T) {
+	ls := oneLinkPerProtocol()
+	j, err := links.SingBox(ls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb struct {
+		Inbounds []struct {
+			Type       string `json:"type"`
+			Tag        string `json:"tag"`
+			Listen     string `json:"listen"`
+			ListenPort int    `json:"listen_port"`
+		} `json:"inbounds"`
+		Outbounds []struct {
+			Type      string   `json:"type"`
+			Tag       string   `json:"tag"`
+			Server    string   `json:"server"`
+			Outbounds []string `json:"outbounds"`
+		} `json:"outbounds"`
+		Route struct {
+			Final string `json:"final"`
+		} `json:"route"`
+	}
+	if err := json.Unmarshal(j, &sb); err != nil {
+		t.Fatal(err)
+	}
+	if len(sb.Inbounds) != 1 || sb.Inbounds[0].Type != "mixed" || sb.Inbounds[0].Listen != "127.0.0.1" || sb.Inbounds[0].ListenPort != 2080 {
+		t.Fatalf("inbounds %+v, want one mixed on 127.0.0.1:2080", sb.Inbounds)
+	}
+	var proxies []string
+	byTag := map[string]int{}
+	for i, o := range sb.Outbounds {
+		if _, dup := byTag[o.Tag]; dup {
+			t.Fatalf("outbound tag %q twice", o.Tag)
+		}
+		byTag[o.Tag] = i
+		if o.Server != "" {
+			proxies = append(proxies, o.Tag)
+		}
+	}
+	if len(proxies) != len(ls) {
+		t.Fatalf("%d proxy outbounds for %d links", len(proxies), len(ls))
+	}
+	get := func(tag, typ string) []string {
+		i, ok := byTag[tag]
+		if !ok || sb.Outbounds[i].Type != typ {
+			t.Fatalf("no %s outbound %q in %s", typ, tag, j)
+		}
+		return sb.Outbounds[i].Outbounds
+	}
+	if got, want := get("proxy", "selector"), append(append([]string{}, proxies...), "auto"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("selector over %v, want %v", got, want)
+	}
+	if got := get("auto", "urltest"); fmt.Sprint(got) != fmt.Sprint(proxies) {
+		t.Errorf("urltest over %v, want %v", got, proxies)
+	}
+	get("direct", "direct")
+	if sb.Route.Final != "proxy" {
+		t.Errorf("route.final %q, want proxy", sb.Route.Final)
 	}
 }

@@ -108,7 +108,8 @@ func Clash(links []user.Link) ([]byte, error) {
 		case user.Shadowsocks2022:
 			c.Type, c.UDP, c.Cipher, c.Password = "ss", true, p.Method, p.Password
 		case user.SOCKS5:
-			c.Type, c.UDP, c.Username, c.Password = "socks5", true, p.Username, p.Password
+			// The agent's SOCKS inbound refuses UDP ASSOCIATE, so no udp here.
+			c.Type, c.Username, c.Password = "socks5", p.Username, p.Password
 		case user.HTTP:
 			c.Type, c.Username, c.Password = "http", p.Username, p.Password
 		}
@@ -127,12 +128,14 @@ func Clash(links []user.Link) ([]byte, error) {
 	return out, nil
 }
 
-// SingBoxOutbound is one sing-box outbound.
+// SingBoxOutbound is one sing-box outbound: a proxy (server set) or a group
+// over other outbounds' tags (selector, urltest).
 type SingBoxOutbound struct {
 	Type       string      `json:"type"`
 	Tag        string      `json:"tag"`
-	Server     string      `json:"server"`
-	ServerPort int         `json:"server_port"`
+	Server     string      `json:"server,omitempty"`
+	ServerPort int         `json:"server_port,omitempty"`
+	Outbounds  []string    `json:"outbounds,omitempty"`
 	UUID       string      `json:"uuid,omitempty"`
 	Flow       string      `json:"flow,omitempty"`
 	Method     string      `json:"method,omitempty"`
@@ -157,15 +160,36 @@ type SingBoxTLS struct {
 	} `json:"reality"`
 }
 
-// SingBox renders links as a sing-box config fragment: {"outbounds": [...]}.
+// Tags and listener of the sing-box profile around the proxies.
+const (
+	singBoxSelector   = "proxy"
+	singBoxURLTest    = "auto"
+	singBoxDirect     = "direct"
+	singBoxInbound    = "mixed-in"
+	singBoxListen     = "127.0.0.1"
+	singBoxListenPort = 2080
+)
+
+// SingBox renders links as a sing-box profile usable as delivered: a mixed
+// (SOCKS and HTTP) inbound on 127.0.0.1:2080, one outbound per link, a
+// selector "proxy" over every proxy plus "auto" (a urltest over every
+// proxy), a direct outbound, and a route whose final outbound is the
+// selector. With no links, traffic into the inbound is rejected rather than
+// sent direct.
 func SingBox(links []user.Link) ([]byte, error) {
 	ps, err := parsed(links)
 	if err != nil {
 		return nil, err
 	}
-	outs := make([]SingBoxOutbound, 0, len(ps))
+	outs := make([]SingBoxOutbound, 0, len(ps)+3)
+	tags := make([]string, 0, len(ps))
 	for _, p := range ps {
-		o := SingBoxOutbound{Tag: p.Name, Server: p.Host, ServerPort: p.Port}
+		tag := p.Name
+		switch tag {
+		case singBoxSelector, singBoxURLTest, singBoxDirect:
+			tag += " (server)"
+		}
+		o := SingBoxOutbound{Tag: tag, Server: p.Host, ServerPort: p.Port}
 		switch p.Protocol {
 		case user.VLESSReality:
 			o.Type, o.UUID, o.Flow = "vless", p.UUID, p.Flow
@@ -181,8 +205,26 @@ func SingBox(links []user.Link) ([]byte, error) {
 			o.Type, o.Username, o.Password = "http", p.Username, p.Password
 		}
 		outs = append(outs, o)
+		tags = append(tags, tag)
 	}
-	out, err := json.MarshalIndent(map[string]any{"outbounds": outs}, "", "  ")
+	route := map[string]any{}
+	if len(tags) > 0 {
+		outs = append(outs,
+			SingBoxOutbound{Type: "selector", Tag: singBoxSelector, Outbounds: append(append([]string{}, tags...), singBoxURLTest)},
+			SingBoxOutbound{Type: "urltest", Tag: singBoxURLTest, Outbounds: tags})
+		route["final"] = singBoxSelector
+	} else {
+		route["rules"] = []map[string]any{{"inbound": []string{singBoxInbound}, "action": "reject"}}
+	}
+	outs = append(outs, SingBoxOutbound{Type: "direct", Tag: singBoxDirect})
+	doc := map[string]any{
+		"inbounds": []map[string]any{{
+			"type": "mixed", "tag": singBoxInbound, "listen": singBoxListen, "listen_port": singBoxListenPort,
+		}},
+		"outbounds": outs,
+		"route":     route,
+	}
+	out, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encoding sing-box config: %w", err)
 	}
