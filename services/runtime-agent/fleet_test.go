@@ -65,6 +65,9 @@ type fleet struct {
 	image   string
 	drift   time.Duration // agent's drift interval; 0 keeps the default
 	usage   time.Duration // agent's usage interval; 0 keeps the default
+	// blockPrivate starts agents with AllowPrivateNetworks off (the
+	// product's default); tests reach their loopback targets otherwise.
+	blockPrivate bool
 
 	mu        sync.Mutex
 	agent     *agent.Agent
@@ -129,7 +132,7 @@ func (f *fleet) agentConfig() agent.Config {
 	cfg.StatsInterval = time.Minute
 	cfg.XrayBin = f.xrayBin
 	cfg.XrayImage = f.image
-	cfg.AllowPrivateNetworks = true // the targets are on loopback
+	cfg.AllowPrivateNetworks = !f.blockPrivate // the targets are on loopback
 	if f.drift > 0 {
 		cfg.DriftInterval = f.drift
 	}

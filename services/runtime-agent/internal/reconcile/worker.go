@@ -238,6 +238,15 @@ func (w *worker) adopt(ctx context.Context) {
 		in.specKey = ""
 	} else {
 		in.spec, in.server = dep.Spec, dep.Server
+		// The record says what the workload runs, not that it is what this
+		// agent would run: its options (--allow-private-networks, the log
+		// level) may have changed since. A config that differs from the one
+		// the agent would build for the same server is redeployed, as any
+		// desired-state change is; its inbounds are known meanwhile.
+		if want, err := xraySpec(dep.Server, w.r.cfg.Node, api, w.specOptions()); err != nil || configHash(want) != in.hash {
+			w.log.Info("adopted xray runs other agent options; it will be redeployed", logkey.Workload, wl.Name)
+			in.specKey = ""
+		}
 	}
 	w.setInstance(in)
 	st := loadState(w.statePath())
