@@ -42,7 +42,7 @@ func TestSubscriptionTokenNotInSpans(t *testing.T) {
 	for _, sp := range rec.Ended() {
 		texts := []string{sp.Name()}
 		for _, a := range sp.Attributes() {
-			texts = append(texts, string(a.Key)+"="+a.Value.Emit())
+			texts = append(texts, string(a.Key)+"="+a.Value.String())
 		}
 		for _, text := range texts {
 			for _, tok := range tokens {

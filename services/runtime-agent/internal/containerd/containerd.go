@@ -204,22 +204,22 @@ func probeSnapshotter(ctx context.Context, c *client.Client, name string) (err e
 	if err != nil {
 		return fmt.Errorf("taking lease for probe: %w", err)
 	}
-	defer done(ctx) //nolint:errcheck // the lease expires anyway
+	defer done(ctx) // the lease expires anyway
 	sn := c.SnapshotService(name)
 	key := fmt.Sprintf("vpnfleet-probe-%d", time.Now().UnixNano())
 	if _, err := sn.Prepare(ctx, key+"-lower", ""); err != nil {
 		return fmt.Errorf("preparing probe snapshot: %w", err)
 	}
-	defer sn.Remove(ctx, key+"-lower") //nolint:errcheck // gone after commit
+	defer sn.Remove(ctx, key+"-lower") // gone after commit
 	if err := sn.Commit(ctx, key+"-base", key+"-lower"); err != nil {
 		return fmt.Errorf("committing probe snapshot: %w", err)
 	}
-	defer sn.Remove(ctx, key+"-base") //nolint:errcheck // best-effort cleanup
+	defer sn.Remove(ctx, key+"-base") // best-effort cleanup
 	mounts, err := sn.Prepare(ctx, key+"-upper", key+"-base")
 	if err != nil {
 		return fmt.Errorf("preparing probe snapshot: %w", err)
 	}
-	defer sn.Remove(ctx, key+"-upper") //nolint:errcheck // removed before base
+	defer sn.Remove(ctx, key+"-upper") // removed before base
 	dir, err := os.MkdirTemp("", "vpnfleet-probe-")
 	if err != nil {
 		return fmt.Errorf("making probe mount point: %w", err)

@@ -63,7 +63,7 @@ func config(tb testing.TB) runtimetest.Config {
 				tb.Fatalf("creating foreign container: %v", err)
 			}
 			tb.Cleanup(func() {
-				native.ContainerRemove(context.Background(), res.ID, client.ContainerRemoveOptions{Force: true}) //nolint:errcheck
+				native.ContainerRemove(context.Background(), res.ID, client.ContainerRemoveOptions{Force: true})
 			})
 			if _, err := native.ContainerStart(ctx, res.ID, client.ContainerStartOptions{}); err != nil {
 				tb.Fatalf("starting foreign container: %v", err)

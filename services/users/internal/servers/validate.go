@@ -81,14 +81,6 @@ func (f *fields) add(field, rule string) { *f = append(*f, errs.FieldError{Field
 
 func (f fields) err() error { return errs.Fields(f...) }
 
-// truncate keeps echoed input short in error messages.
-func truncate(s string) string {
-	if len(s) <= 40 {
-		return s
-	}
-	return s[:40] + "..."
-}
-
 // New validates a create request and builds the server it describes, with
 // id, fresh keys and status pending, as of now. Every rejected field is
 // reported at once. Whether the name and ports are free on the node is the

@@ -696,7 +696,7 @@ func (s *suite) testOwnership(t *testing.T) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 		defer cancel()
-		other.Remove(ctx, theirs) //nolint:errcheck // best-effort cleanup
+		other.Remove(ctx, theirs) // best-effort cleanup
 	})
 	if err := other.Start(ctx, theirs); err != nil {
 		t.Fatalf("other node Start: %v", err)
@@ -795,7 +795,7 @@ func (s *suite) testInvalid(t *testing.T) {
 			id, err := s.rt.Create(ctx, sp)
 			if !errors.Is(err, tt.want) {
 				if err == nil {
-					s.rt.Remove(ctx, id) //nolint:errcheck // undo the wrong success
+					s.rt.Remove(ctx, id) // undo the wrong success
 				}
 				t.Fatalf("Create: %v, want %v", err, tt.want)
 			}

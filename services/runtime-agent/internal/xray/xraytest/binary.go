@@ -157,13 +157,14 @@ func agentModuleDir(goBin string) (string, error) {
 	return dir, nil
 }
 
+// goCommand finds the go command in PATH, where `go test` puts its own
+// GOROOT/bin ahead of everything else, so the Xray build uses the toolchain
+// that built the test. (runtime.GOROOT, the old fallback, is deprecated: the
+// root a binary was built with means nothing on another machine.)
 func goCommand() (string, error) {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p, nil
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("finding the go command: not in PATH nor in %s", p)
+	p, err := exec.LookPath("go")
+	if err != nil {
+		return "", fmt.Errorf("finding the go command: %w (run the tests with go test, or set %s)", err, BinEnv)
 	}
 	return p, nil
 }
