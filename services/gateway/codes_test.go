@@ -20,7 +20,8 @@ import (
 // jobs service's refusals by the code they carry (errs.Error.Code, across
 // the wire by package bus), not by matching their text. A jobs service
 // that words its refusals differently (this one, on the real bus adapter,
-// in place of the registry) gets the same problems.
+// in place of the registry) gets the same problems; one that sends the
+// historic wording without a code gets the generic answer.
 func TestJobRefusalsAnsweredByCode(t *testing.T) {
 	h := newHarnessWith(t, options{noUsers: true})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -31,6 +32,14 @@ func TestJobRefusalsAnsweredByCode(t *testing.T) {
 	}
 	defer srv.Stop()
 	create := bus.Endpoint(ctx, natstest.Logger(t), 5*time.Second, func(_ context.Context, req job.CreateRequest) (job.CreateResponse, error) {
+		// Without a code, the refusals' historic wording means nothing:
+		// the gateway matches no text.
+		if req.Kind == job.KindImport && string(req.Data) == "uncoded" {
+			return job.CreateResponse{}, errs.Fields(errs.FieldError{Field: "line 3: email", Rule: "is not an address"})
+		}
+		if req.Kind == job.KindEnable {
+			return job.CreateResponse{}, errs.Field("filter", "matches no users; nothing to do")
+		}
 		if req.Kind == job.KindImport {
 			return job.CreateResponse{}, errs.WithCode(errs.Fields(
 				errs.FieldError{Field: "record 3 / email", Rule: "is not an address"},
@@ -51,6 +60,8 @@ func TestJobRefusalsAnsweredByCode(t *testing.T) {
 	}{
 		{"a filter that selects nobody", job.CreateRequest{Kind: job.KindDisable, Filter: &job.Filter{NamePrefix: "zz"}}, "filter_matches_nothing", "GET /api/v1/users", 1},
 		{"records with problems", job.CreateRequest{Kind: job.KindImport, Data: []byte("name\nx\n")}, "invalid_records", "skip_invalid", 2},
+		{"the historic filter wording without a code", job.CreateRequest{Kind: job.KindEnable, Filter: &job.Filter{NamePrefix: "zz"}}, "invalid", "fix the fields", 1},
+		{"the historic records wording without a code", job.CreateRequest{Kind: job.KindImport, Data: []byte("uncoded")}, "invalid", "fix the fields", 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -93,7 +93,7 @@ func (s *service) lead(ctx context.Context) error {
 
 // term evaluates while renewing the lease, and releases it at the end.
 func (s *service) term(ctx context.Context, kv jetstream.KeyValue, rev uint64) error {
-	s.env.Log.Info("evaluator lease taken", "holder", s.holder)
+	s.env.Log.Info("evaluator lease taken", logkey.Holder, s.holder)
 	var last uint64 = rev
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -449,7 +449,7 @@ func (a *active) storeHealth(ctx context.Context, c nodehealth.Change) error {
 		return nil
 	}
 	tr := *c.Transition
-	a.s.env.Log.Info("node health changed", logkey.Node, tr.Node, "from", tr.From, "to", tr.To, logkey.Detail, tr.Reason)
+	a.s.env.Log.Info("node health changed", logkey.Node, tr.Node, logkey.From, tr.From, logkey.To, tr.To, logkey.Detail, tr.Reason)
 	id := fmt.Sprintf("%s:%s:%d", tr.Node, tr.To, tr.Since.UnixNano())
 	env, err := event.New(event.HealthChanged, id, "health", tr)
 	if err != nil {

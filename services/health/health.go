@@ -141,7 +141,7 @@ func Run(ctx context.Context, cfg Config, env svc.Env) error {
 	if err != nil {
 		return err
 	}
-	env.Log.Info("health starting", "rules", len(rules.Rules), "notifiers", len(rules.Notifiers), logkey.Path, cfg.RulesFile)
+	env.Log.Info("health starting", logkey.Rules, len(rules.Rules), logkey.Notifiers, len(rules.Notifiers), logkey.Path, cfg.RulesFile)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.serveAPI(gctx) })
 	for _, n := range s.notifiers {

@@ -175,7 +175,7 @@ func New(ctx context.Context, cfg Config, env svc.Env, rt runtime.Runtime) (*Age
 		rt.Close()
 		return nil, err
 	}
-	log.Info("agent runtime selected", "runtime", rt.Kind(), "runtime_version", a.node.RuntimeVersion, "public_addr", addr)
+	log.Info("agent runtime selected", logkey.Runtime, rt.Kind(), logkey.RuntimeVersion, a.node.RuntimeVersion, logkey.PublicAddr, addr)
 	return a, nil
 }
 

@@ -32,3 +32,40 @@ const (
 	Count     = "count"
 	Detail    = "detail"
 )
+
+// Attribute keys of one service or one kind of component, defined here all
+// the same so that no two services name one thing differently.
+const (
+	// Runtime is the container runtime (docker, containerd, process) and
+	// RuntimeVersion its version.
+	Runtime        = "runtime"
+	RuntimeVersion = "runtime_version"
+	PublicAddr     = "public_addr"
+	Image          = "image"
+	PID            = "pid"
+	Topic          = "topic"
+	Warning        = "warning"
+	Kind           = "kind"
+	// Instance identifies one run of a workload; Inbound is an Xray inbound.
+	Instance   = "instance"
+	Inbound    = "inbound"
+	KnownUsers = "known_users"
+	Added      = "added"
+	Removed    = "removed"
+	ConfigHash = "config_hash"
+	Revision   = "revision"
+	// Holder is the holder of a lease, From and To the two ends of a change.
+	Holder    = "holder"
+	From      = "from"
+	To        = "to"
+	Rules     = "rules"
+	Notifiers = "notifiers"
+	// The addresses and files vpnd announces when it is ready.
+	GatewayURL = "gateway_url"
+	OpsURL     = "ops_url"
+	NATSURL    = "nats_url"
+	NATSCreds  = "nats_creds"
+	NATSCA     = "nats_ca"
+	DataDir    = "data_dir"
+	CASHA256   = "ca_sha256"
+)

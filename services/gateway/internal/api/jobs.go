@@ -312,7 +312,7 @@ func jobProblem(err error, id string) error {
 			"pause needs a running job, resume a paused one, cancel a running or paused one, rollback a finished one; GET /api/v1/jobs/"+id+" shows its state")
 		return p
 	}
-	switch jobCode(err, fields) {
+	switch errs.CodeOf(err) {
 	case errs.CodeFilterMatchesNothing:
 		p := problem.Fields(problem.CodeFilterMatchesNothing, fields...)
 		p.Detail = "the filter selects no user"
@@ -325,23 +325,6 @@ func jobProblem(err error, id string) error {
 		return p
 	}
 	return err
-}
-
-// jobCode is the code of a refusal of the jobs service. Until every
-// replica of the jobs service sets codes (errs.WithCode at its two
-// refusals), one that does not is recognised by its two historic shapes;
-// the code always wins.
-func jobCode(err error, fields []errs.FieldError) string {
-	if c := errs.CodeOf(err); c != "" || !errors.Is(err, errs.Invalid) {
-		return c
-	}
-	switch {
-	case len(fields) > 0 && fields[0].Field == "filter" && strings.Contains(fields[0].Rule, "matches no users"):
-		return errs.CodeFilterMatchesNothing
-	case slices.ContainsFunc(fields, func(f errs.FieldError) bool { return strings.Contains(f.Field, ": ") }):
-		return errs.CodeInvalidRecords
-	}
-	return ""
 }
 
 func jobPath(id string) string { return "/api/v1/jobs/" + id }

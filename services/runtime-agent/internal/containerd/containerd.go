@@ -61,6 +61,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/logfile"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
 )
 
 // Defaults.
@@ -172,7 +173,7 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	loop, cancel := context.WithCancel(namespaces.WithNamespace(context.Background(), opts.Namespace))
 	r := &Runtime{
 		node: opts.Node, ns: opts.Namespace, dir: opts.DataDir, c: c,
-		log:     opts.Logger.With("runtime", string(runtime.KindContainerd)),
+		log:     opts.Logger.With(logkey.Runtime, string(runtime.KindContainerd)),
 		hub:     runtime.NewHub(opts.Logger),
 		backoff: opts.Backoff, maxBack: opts.MaxBackoff,
 		loop: loop, cancel: cancel,
@@ -183,7 +184,7 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	if r.snapshotter == "" {
 		r.snapshotter = "overlayfs"
 		if err := probeSnapshotter(ctx, c, r.snapshotter); err != nil {
-			r.log.Warn("overlayfs snapshots cannot be mounted here; using native", "err", err)
+			r.log.Warn("overlayfs snapshots cannot be mounted here; using native", logkey.Err, err)
 			r.snapshotter = "native"
 		}
 	}
@@ -419,7 +420,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (_ string, retE
 		if retErr != nil {
 			// NewContainer may fail after the snapshot was made.
 			if err := r.c.SnapshotService(r.snapshotter).Remove(ctx, snapshot); err != nil && !cerrdefs.IsNotFound(err) {
-				r.log.Warn("removing snapshot of failed create", "workload", spec.Name, "err", err)
+				r.log.Warn("removing snapshot of failed create", logkey.Workload, spec.Name, logkey.Err, err)
 			}
 		}
 	}()
@@ -506,7 +507,7 @@ func (r *Runtime) start(ctx context.Context, c client.Container) error {
 	r.mu.Unlock()
 	if err := t.Start(ctx); err != nil {
 		if _, derr := t.Delete(ctx, client.WithProcessKill); derr != nil {
-			r.log.Warn("deleting task that failed to start", "workload", id, "err", derr)
+			r.log.Warn("deleting task that failed to start", logkey.Workload, id, logkey.Err, derr)
 		}
 		return classify(err, "starting task of %s", id)
 	}
@@ -781,7 +782,7 @@ func (r *Runtime) eventLoop(envelopes <-chan *coreevents.Envelope, errc <-chan e
 			return
 		case err := <-errc:
 			if err != nil && r.loop.Err() == nil {
-				r.log.Error("containerd event subscription ended", "err", err)
+				r.log.Error("containerd event subscription ended", logkey.Err, err)
 			}
 			return
 		case env := <-envelopes:
@@ -790,7 +791,7 @@ func (r *Runtime) eventLoop(envelopes <-chan *coreevents.Envelope, errc <-chan e
 			}
 			v, err := typeurl.UnmarshalAny(env.Event)
 			if err != nil {
-				r.log.Warn("decoding containerd event", "topic", env.Topic, "err", err)
+				r.log.Warn("decoding containerd event", logkey.Topic, env.Topic, logkey.Err, err)
 				continue
 			}
 			if env.Topic == probeTopic {
@@ -830,7 +831,7 @@ func (r *Runtime) handle(v any, at time.Time) {
 	}
 	if ev.Kind == runtime.EventOOM {
 		if err := setLabels(ctx, c, map[string]string{labelOOM: "true"}); err != nil {
-			r.log.Warn("recording oom", "workload", ev.ID, "err", err)
+			r.log.Warn("recording oom", logkey.Workload, ev.ID, logkey.Err, err)
 		}
 	}
 	r.hub.Publish(ev)
@@ -888,11 +889,11 @@ func (r *Runtime) maybeRestart(c client.Container, labels map[string]string, cod
 			return
 		}
 		if err := setLabels(ctx, c, map[string]string{labelRestarts: strconv.Itoa(restarts + 1)}); err != nil {
-			r.log.Error("counting restart", "workload", id, "err", err)
+			r.log.Error("counting restart", logkey.Workload, id, logkey.Err, err)
 			return
 		}
 		if err := r.start(ctx, c); err != nil {
-			r.log.Error("restarting by policy", "workload", id, "err", err)
+			r.log.Error("restarting by policy", logkey.Workload, id, logkey.Err, err)
 			return
 		}
 		r.hub.Publish(runtime.Event{Kind: runtime.EventRestart, ID: id, Name: id, Time: time.Now()})
@@ -904,7 +905,7 @@ func (r *Runtime) maybeRestart(c client.Container, labels map[string]string, cod
 func (r *Runtime) recover(ctx context.Context) {
 	cs, err := r.c.Containers(ctx, r.ownerFilter())
 	if err != nil {
-		r.log.Warn("listing containers to recover", "err", err)
+		r.log.Warn("listing containers to recover", logkey.Err, err)
 		return
 	}
 	for _, c := range cs {

@@ -40,6 +40,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
 )
 
 // DefaultHost is the engine's usual socket.
@@ -92,7 +93,7 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 		cli.Close()
 		return nil, errs.Wrap(errs.Unavailable, err, "reaching docker engine at %s", opts.Host)
 	}
-	return &Runtime{node: opts.Node, cli: cli, log: opts.Logger.With("runtime", string(runtime.KindDocker))}, nil
+	return &Runtime{node: opts.Node, cli: cli, log: opts.Logger.With(logkey.Runtime, string(runtime.KindDocker))}, nil
 }
 
 // Client exposes the engine client, for tests that must act behind the
@@ -289,7 +290,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (string, error)
 		return "", classify(err, "creating container %s", spec.Name)
 	}
 	for _, w := range res.Warnings {
-		r.log.Warn("docker warned on create", "workload", spec.Name, "warning", w)
+		r.log.Warn("docker warned on create", logkey.Workload, spec.Name, logkey.Warning, w)
 	}
 	return res.ID, nil
 }

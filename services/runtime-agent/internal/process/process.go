@@ -45,6 +45,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/logfile"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
 )
 
 // Options configures a Runtime.
@@ -143,7 +144,7 @@ func New(opts Options) (*Runtime, error) {
 	}
 	r := &Runtime{
 		node: opts.Node, dir: opts.DataDir,
-		log:     opts.Logger.With("runtime", string(runtime.KindProcess)),
+		log:     opts.Logger.With(logkey.Runtime, string(runtime.KindProcess)),
 		hub:     runtime.NewHub(opts.Logger),
 		backoff: opts.Backoff, maxBack: opts.MaxBackoff,
 		cancelR: cr, cancelW: cw,
@@ -187,7 +188,7 @@ func (r *Runtime) load() error {
 			continue
 		}
 		if rec.PID > 0 && procStart(rec.PID) == rec.PIDStart {
-			r.log.Info("adopting process", "workload", rec.Name, "pid", rec.PID)
+			r.log.Info("adopting process", logkey.Workload, rec.Name, logkey.PID, rec.PID)
 			w.exited = make(chan struct{})
 			r.wg.Add(1)
 			go r.supervise(w, w.rec.PID, false)
@@ -196,10 +197,10 @@ func (r *Runtime) load() error {
 		w.rec.State, w.rec.PID, w.rec.ExitCode = runtime.StateExited, 0, -1
 		w.rec.FinishedAt = time.Now()
 		if !rec.Stopped && (rec.Restart.Name == runtime.RestartAlways || rec.Restart.Name == runtime.RestartOnFailure) {
-			r.log.Info("restarting process that died while the agent was away", "workload", rec.Name)
+			r.log.Info("restarting process that died while the agent was away", logkey.Workload, rec.Name)
 			w.rec.RestartCount++
 			if err := r.startLocked(w); err != nil {
-				r.log.Error("restarting process", "workload", rec.Name, "err", err)
+				r.log.Error("restarting process", logkey.Workload, rec.Name, logkey.Err, err)
 			}
 		}
 	}
@@ -400,7 +401,7 @@ func (r *Runtime) supervise(w *workload, pid int, child bool) {
 			w.rec.State = runtime.StateRestarting
 		}
 		if err := r.saveLocked(); err != nil {
-			r.log.Error("saving process state", "workload", name, "err", err)
+			r.log.Error("saving process state", logkey.Workload, name, logkey.Err, err)
 		}
 		stop, exited := w.stop, w.exited
 		r.hub.Publish(runtime.Event{Kind: runtime.EventDie, ID: name, Name: name, Time: w.rec.FinishedAt, ExitCode: code})
@@ -421,7 +422,7 @@ func (r *Runtime) supervise(w *workload, pid int, child bool) {
 			r.mu.Lock()
 			w.rec.State = runtime.StateExited
 			if err := r.saveLocked(); err != nil {
-				r.log.Error("saving process state", "workload", name, "err", err)
+				r.log.Error("saving process state", logkey.Workload, name, logkey.Err, err)
 			}
 			r.mu.Unlock()
 			close(exited)
@@ -438,10 +439,10 @@ func (r *Runtime) supervise(w *workload, pid int, child bool) {
 		var err error
 		pid, err = r.spawn(w.rec)
 		if err != nil {
-			r.log.Error("restarting process", "workload", name, "err", err)
+			r.log.Error("restarting process", logkey.Workload, name, logkey.Err, err)
 			w.rec.State, w.rec.ExitCode = runtime.StateExited, 127
 			if err := r.saveLocked(); err != nil {
-				r.log.Error("saving process state", "workload", name, "err", err)
+				r.log.Error("saving process state", logkey.Workload, name, logkey.Err, err)
 			}
 			r.mu.Unlock()
 			close(exited)
@@ -452,7 +453,7 @@ func (r *Runtime) supervise(w *workload, pid int, child bool) {
 		w.rec.State, w.rec.PID, w.rec.PIDStart, w.rec.StartedAt = runtime.StateRunning, pid, procStart(pid), time.Now()
 		delete(r.cpu, name)
 		if err := r.saveLocked(); err != nil {
-			r.log.Error("saving process state", "workload", name, "err", err)
+			r.log.Error("saving process state", logkey.Workload, name, logkey.Err, err)
 		}
 		now := w.rec.StartedAt
 		r.hub.Publish(runtime.Event{Kind: runtime.EventRestart, ID: name, Name: name, Time: now})
@@ -492,7 +493,7 @@ func (r *Runtime) waitExit(pid int) bool {
 			continue
 		}
 		if err != nil {
-			r.log.Error("waiting for process", "pid", pid, "err", err)
+			r.log.Error("waiting for process", logkey.PID, pid, logkey.Err, err)
 			return false
 		}
 		if fds[0].Revents != 0 {

@@ -130,7 +130,7 @@ func (r *Reconciler) ensureImage(ctx context.Context) error {
 	if r.cfg.XrayBin == "" || ctx.Err() != nil {
 		return fmt.Errorf("xray image %s: %w", r.cfg.XrayImage, err)
 	}
-	r.log.Info("xray image missing; importing one built from the binary", "image", r.cfg.XrayImage, logkey.Path, r.cfg.XrayBin, logkey.Detail, err.Error())
+	r.log.Info("xray image missing; importing one built from the binary", logkey.Image, r.cfg.XrayImage, logkey.Path, r.cfg.XrayBin, logkey.Detail, err.Error())
 	bin, rerr := os.ReadFile(r.cfg.XrayBin)
 	if rerr != nil {
 		return errs.Wrap(errs.Unavailable, rerr, "reading xray binary for image %s", r.cfg.XrayImage)

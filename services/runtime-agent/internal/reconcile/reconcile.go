@@ -464,7 +464,7 @@ func (r *Reconciler) desiredOn(spec xray.Spec, only map[string]struct{}) map[str
 				continue
 			}
 			if err := in.ValidateUser(u); err != nil {
-				r.log.Debug("user cannot be served on inbound", logkey.User, id, "inbound", in.Tag, logkey.Err, err)
+				r.log.Debug("user cannot be served on inbound", logkey.User, id, logkey.Inbound, in.Tag, logkey.Err, err)
 				continue
 			}
 			out[in.Tag][id] = desiredUser{user: u, fp: fp}

@@ -254,7 +254,7 @@ func (w *worker) adopt(ctx context.Context) {
 	if st.Instance == in.id() && st.Users != nil {
 		w.applied = st.Users
 	}
-	w.log.Info("adopted running xray", logkey.Workload, wl.Name, "instance", in.id(), "known_users", w.knownCount())
+	w.log.Info("adopted running xray", logkey.Workload, wl.Name, logkey.Instance, in.id(), logkey.KnownUsers, w.knownCount())
 }
 
 func (w *worker) knownCount() int {
@@ -285,7 +285,7 @@ func (w *worker) inspect(ctx context.Context) (bool, error) {
 	}
 	next := *w.cur
 	next.workload, next.startedAt, next.pid = wl.ID, wl.StartedAt, wl.PID
-	w.log.Info("xray restarted; adding its users again", "instance", next.id())
+	w.log.Info("xray restarted; adding its users again", logkey.Instance, next.id())
 	w.setInstance(&next)
 	w.applied = applied{}
 	w.unsaved = true
@@ -430,7 +430,7 @@ func (w *worker) apply(ctx context.Context, desired map[string]map[string]desire
 			w.unsaved = true
 		}
 		if len(removes)+len(adds) > 0 {
-			w.log.Debug("users applied", "inbound", in.Tag, "added", len(adds), "removed", len(removes))
+			w.log.Debug("users applied", logkey.Inbound, in.Tag, logkey.Added, len(adds), logkey.Removed, len(removes))
 		}
 	}
 	return errors.Join(errList...)
@@ -527,7 +527,7 @@ func (w *worker) deploy(ctx context.Context, want server.Server, key string) err
 	w.applied = applied{}
 	w.unsaved = true
 	w.failed = ""
-	w.log.Info("xray deployed", logkey.Workload, w.name, "config_hash", hash, "revision", want.Revision)
+	w.log.Info("xray deployed", logkey.Workload, w.name, logkey.ConfigHash, hash, logkey.Revision, want.Revision)
 	w.report(ctx, want, server.Status{State: server.StateApplied, PublicHost: w.r.cfg.PublicHost, AppliedRevision: want.Revision}, nil)
 	return nil
 }
@@ -669,7 +669,7 @@ func (w *worker) teardown(ctx context.Context) (bool, error) {
 
 // fail reports that want could not be applied.
 func (w *worker) fail(ctx context.Context, want server.Server, err error) {
-	w.log.Warn("server not applied", "revision", want.Revision, logkey.Err, err)
+	w.log.Warn("server not applied", logkey.Revision, want.Revision, logkey.Err, err)
 	w.report(ctx, want, server.Status{State: server.StateFailed, Reason: err.Error(), AppliedRevision: w.appliedRevision()}, err)
 }
 

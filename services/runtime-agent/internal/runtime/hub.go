@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
 )
 
 // Hub fans events out to subscribers. Runtimes that observe their
@@ -34,7 +36,7 @@ func (h *Hub) Publish(ev Event) {
 		select {
 		case c <- ev:
 		default:
-			h.log.Warn("dropping runtime event for slow subscriber", "kind", ev.Kind, "workload", ev.Name)
+			h.log.Warn("dropping runtime event for slow subscriber", logkey.Kind, ev.Kind, logkey.Workload, ev.Name)
 		}
 	}
 }

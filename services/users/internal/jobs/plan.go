@@ -66,13 +66,13 @@ type plan struct {
 }
 
 // problemsErr turns a report's problems into one Invalid error naming
-// each, as "<where>: <field>".
+// each, as "<where>: <field>", with code errs.CodeInvalidRecords.
 func problemsErr(r job.Report) error {
 	fe := make([]errs.FieldError, 0, len(r.Problems))
 	for _, p := range r.Problems {
 		fe = append(fe, errs.FieldError{Field: p.Where() + ": " + p.Field, Rule: p.Rule})
 	}
-	return &errs.Error{Class: errs.Invalid, Msg: fmt.Sprintf("%d of %d records are invalid; nothing was applied", r.Invalid, r.Records), Fields: fe}
+	return &errs.Error{Class: errs.Invalid, Code: errs.CodeInvalidRecords, Msg: fmt.Sprintf("%d of %d records are invalid; nothing was applied", r.Invalid, r.Records), Fields: fe}
 }
 
 // planImport decodes and checks every record: the registry's rules,
@@ -286,7 +286,7 @@ func planFilter(req job.CreateRequest, idx *index.Index, nodeGroups []string, no
 		return true
 	})
 	if len(users) == 0 {
-		return plan{}, errs.Field("filter", "matches no users; nothing to do")
+		return plan{}, errs.WithCode(errs.Field("filter", "matches no users; nothing to do"), errs.CodeFilterMatchesNothing)
 	}
 	slices.SortFunc(users, func(a, b user.User) int { return strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name)) })
 	p := plan{params: prm, report: job.Report{Kind: req.Kind, Records: len(users), Valid: len(users)}}

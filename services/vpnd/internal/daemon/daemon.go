@@ -122,11 +122,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		g.Go(func() error { return agent.Run(gctx, cfg.AgentNode, agentEnv) })
 	}
 	log.Info("vpnd ready",
-		"gateway_url", "http://"+l.Addr().String(),
-		"nats_url", conn.url,
-		"nats_creds", conn.creds,
-		"nats_ca", conn.ca,
-		"data_dir", dataDir,
+		logkey.GatewayURL, "http://"+l.Addr().String(),
+		logkey.NATSURL, conn.url,
+		logkey.NATSCreds, conn.creds,
+		logkey.NATSCA, conn.ca,
+		logkey.DataDir, dataDir,
 	)
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -189,7 +189,7 @@ func connect(ctx context.Context, cfg Config, log *slog.Logger, stack *lifecycle
 		}
 		tlsFiles = &natsserver.TLSFiles{Cert: tl.CertFile(), Key: tl.KeyFile(), CA: tl.CAFile()}
 		out.ca, out.tls = tl.CAFile(), tl
-		log.Info("nats tls", "ca_sha256", tl.CAFingerprint(), logkey.Path, tl.CAFile())
+		log.Info("nats tls", logkey.CASHA256, tl.CAFingerprint(), logkey.Path, tl.CAFile())
 	}
 	srv, err := natsserver.Start(natsserver.Config{
 		DataDir:      cfg.DataDir,
