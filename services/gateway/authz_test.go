@@ -17,7 +17,6 @@ import (
 var rules = map[string]string{
 	"GET /healthz":                                  "public",
 	"GET /readyz":                                   "public",
-	"GET /metrics":                                  "public",
 	"GET /api/v1/openapi.json":                      "public",
 	"GET /sub/{token}":                              "public",
 	"GET /api/v1/status":                            "viewer",

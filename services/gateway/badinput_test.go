@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/vpnfleet/vpnfleet/services/gateway"
+	"github.com/vpnfleet/vpnfleet/shared/telemetry"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
 
@@ -147,8 +149,10 @@ func TestRateLimitPerToken(t *testing.T) {
 	}
 }
 
-// TestMetricsByRouteAndStatus checks that /metrics counts requests by
-// route pattern and status, and the probes still answer.
+// TestMetricsByRouteAndStatus checks that the gateway's metrics count
+// requests by route pattern and status, and the probes still answer. The
+// public API listener does not serve /metrics: binaries serve the
+// registry on their ops listener.
 func TestMetricsByRouteAndStatus(t *testing.T) {
 	h := newHarness(t)
 	h.createUser("hank")
@@ -159,13 +163,17 @@ func TestMetricsByRouteAndStatus(t *testing.T) {
 			t.Fatalf("%s: %d %s", p, r.status, r.body)
 		}
 	}
-	r := h.do("GET", "/metrics", "", nil)
+	if r := h.do("GET", "/metrics", "", nil); r.status != http.StatusNotFound {
+		t.Fatalf("GET /metrics on the API: %d, want 404", r.status)
+	}
+	rec := httptest.NewRecorder()
+	telemetry.MetricsHandler(h.metrics).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	for _, want := range []string{
 		`vpn_gateway_requests_total{route="GET /api/v1/users/{user}",status="200"} 1`,
 		`vpn_gateway_requests_total{route="GET /api/v1/users/{user}",status="404"} 1`,
 		`vpn_gateway_request_duration_seconds_bucket{route="POST /api/v1/users",status="201"`,
 	} {
-		if !strings.Contains(r.String(), want) {
+		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}

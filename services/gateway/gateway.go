@@ -2,7 +2,8 @@
 // /api/v1 (internal/api), API tokens and roles (internal/auth), problem
 // details (internal/problem), event streams (internal/sse), public
 // subscription URLs (internal/sub), the OpenAPI description
-// (internal/openapi), and the ops endpoints (/healthz, /readyz, /metrics).
+// (internal/openapi), and the probes (/healthz, /readyz; /metrics is served
+// by the binary on its ops listener, never on this public one).
 // It keeps no state of its own beyond two buckets (tokens, sub_tokens); it
 // talks to the services over NATS. vpnd mounts Handler on its listener;
 // vpn-gateway runs Run.

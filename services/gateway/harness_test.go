@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/vpnfleet/vpnfleet/services/gateway"
@@ -53,6 +54,9 @@ type harness struct {
 	gw     *gateway.Gateway
 	url    string
 	tokens map[string]string // role -> token
+	// metrics is the gateway's registry, which the binary serves on its
+	// ops listener (not on the API's).
+	metrics *prometheus.Registry
 }
 
 type options struct {
@@ -85,6 +89,7 @@ func newHarnessWith(t testing.TB, o options) *harness {
 		o.cfg(&cfg)
 	}
 	h.gw = gateway.New(env, cfg)
+	h.metrics = env.Metrics
 	srv := httptest.NewServer(h.gw.Handler())
 	t.Cleanup(srv.Close)
 	t.Cleanup(h.gw.Close)

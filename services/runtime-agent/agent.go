@@ -175,6 +175,12 @@ func New(ctx context.Context, cfg Config, env svc.Env, rt runtime.Runtime) (*Age
 		rt.Close()
 		return nil, err
 	}
+	if env.Metrics != nil {
+		if err := env.Metrics.Register(collector{a: a}); err != nil {
+			rt.Close()
+			return nil, fmt.Errorf("registering agent metrics: %w", err)
+		}
+	}
 	log.Info("agent runtime selected", logkey.Runtime, rt.Kind(), logkey.RuntimeVersion, a.node.RuntimeVersion, logkey.PublicAddr, addr)
 	return a, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	agent "github.com/vpnfleet/vpnfleet/services/runtime-agent"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/reconcile"
@@ -71,6 +72,7 @@ type fleet struct {
 
 	mu        sync.Mutex
 	agent     *agent.Agent
+	metrics   *prometheus.Registry // the current agent's
 	stopAgent func()
 }
 
@@ -174,7 +176,7 @@ func (f *fleet) startAgent() *agent.Agent {
 	}
 	f.t.Cleanup(stop)
 	f.mu.Lock()
-	f.agent, f.stopAgent = a, stop
+	f.agent, f.metrics, f.stopAgent = a, env.Metrics, stop
 	f.mu.Unlock()
 	return a
 }

@@ -20,6 +20,14 @@ type usageMeter struct {
 	log *slog.Logger
 }
 
+// lastWindow is the number of the last window recorded: its end in Unix
+// milliseconds (0 before the first).
+func (u *usageMeter) lastWindow() uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.m.Window()
+}
+
 // run observes every interval until ctx ends, then once more.
 func (u *usageMeter) run(ctx context.Context, every time.Duration, servers func() []reconcile.RunningServer) error {
 	t := time.NewTicker(every)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	goruntime "runtime"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/version"
 )
 
 // NewLogger returns a JSON logger at the named level (debug, info, warn,
@@ -41,11 +43,23 @@ func NewLogger(w io.Writer, level, service string) (*slog.Logger, error) {
 	return slog.New(h).With(logkey.Service, service), nil
 }
 
+// BuildInfoName is the gauge, always 1, whose labels say which build a
+// binary runs (version, go_version): dashboards join on it and alerts can
+// spot a fleet running mixed versions.
+const BuildInfoName = "vpnfleet_build_info"
+
 // NewRegistry returns a Prometheus registry with the Go runtime and process
-// collectors; each binary registers its own metrics on it.
+// collectors and vpnfleet_build_info; each binary registers its own metrics
+// on it.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        BuildInfoName,
+		Help:        "Always 1; its labels are the build's version and the Go version it was built with.",
+		ConstLabels: prometheus.Labels{"version": version.Version, "go_version": goruntime.Version()},
+	})
+	info.Set(1)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), info)
 	return reg
 }
 

@@ -23,7 +23,7 @@ func (c *cfg) Validate() error { return errors.Join(c.Svc.Validate(), c.Gateway.
 func main() { lifecycle.Main("vpn-gateway", run) }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	c := cfg{Svc: svc.Defaults(""), Gateway: gateway.Defaults()}
+	c := cfg{Svc: svc.Defaults("127.0.0.1:9101"), Gateway: gateway.Defaults()}
 	if err := config.Load("vpn-gateway", &c, args, getenv, stdout); err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ func TestStandaloneJoinsExternalNATS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--nats-url", ns.URL(), "--nats-creds", ns.ServiceCredsFile(), "--http-addr", addr}, func(string) string { return "" }, io.Discard)
+		done <- run(ctx, []string{"--nats-url", ns.URL(), "--nats-creds", ns.ServiceCredsFile(), "--http-addr", addr, "--ops-addr", ""}, func(string) string { return "" }, io.Discard)
 	}()
 	waitfor.Cond(t, 10*time.Second, func() error {
 		resp, err := http.Get("http://" + addr + "/readyz")

@@ -11,7 +11,6 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
-	"github.com/vpnfleet/vpnfleet/shared/telemetry"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
 
@@ -22,11 +21,6 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	s.env.Probe.Readyz(w, r)
-	return nil
-}
-
-func (s *Server) metricsHandler(w http.ResponseWriter, r *http.Request) error {
-	telemetry.MetricsHandler(s.env.Metrics).ServeHTTP(w, r)
 	return nil
 }
 

@@ -49,7 +49,6 @@ func (s *Server) table() []Route {
 		// Ops and description: public.
 		{Operation: op("GET", "/healthz", "ops.healthz", "ops", "liveness: 200 while the process runs"), h: s.healthz},
 		{Operation: op("GET", "/readyz", "ops.readyz", "ops", "readiness: 200 when NATS, every stream and bucket, and the users and jobs services answer"), h: s.readyz},
-		{Operation: withType(op("GET", "/metrics", "ops.metrics", "ops", "Prometheus metrics"), "text/plain"), h: s.metricsHandler},
 		{Operation: withResp(op("GET", v1+"/openapi.json", "api.openapi", "ops", "this API's OpenAPI 3 description"), map[string]any{}), h: s.openapi},
 
 		// Public subscription URL: the token is the credential.

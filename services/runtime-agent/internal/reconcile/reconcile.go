@@ -415,6 +415,32 @@ func (r *Reconciler) Servers() []RunningServer {
 	return out
 }
 
+// ServerStat is what the agent's metrics say of one server: the state it
+// last reported (applied, failed; empty before its first outcome) and how
+// many users its Xray holds.
+type ServerStat struct {
+	ServerID string
+	State    server.State
+	Users    int
+}
+
+// Stats lists every desired server's last outcome, by server id.
+func (r *Reconciler) Stats() []ServerStat {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]ServerStat, 0, len(r.workers))
+	for id, w := range r.workers {
+		if w.want == nil {
+			continue
+		}
+		st := w.stat
+		st.ServerID = id
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b ServerStat) int { return strings.Compare(a.ServerID, b.ServerID) })
+	return out
+}
+
 // removeOrphans stops and removes Xray workloads, and forgets data dirs,
 // of servers that are not desired here. It runs once the snapshots are in.
 func (r *Reconciler) removeOrphans(ctx context.Context) {

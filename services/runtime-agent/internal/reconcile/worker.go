@@ -43,6 +43,7 @@ type worker struct {
 	resync        bool                // compare every user with Xray
 	checkInstance bool                // a runtime event: which Xray runs now?
 	running       *RunningServer      // what Servers reports
+	stat          ServerStat          // what Stats reports
 
 	// Owned by the worker goroutine.
 	cur         *instance
@@ -205,7 +206,22 @@ func (w *worker) step(ctx context.Context) (done bool, err error) {
 		err = w.syncSome(ctx, dirty)
 	}
 	w.save()
+	w.publishStat()
 	return false, err
+}
+
+// publishStat makes the outcome of the last step what Stats reports.
+func (w *worker) publishStat() {
+	users := map[string]struct{}{}
+	for _, m := range w.applied {
+		for id := range m {
+			users[id] = struct{}{}
+		}
+	}
+	st := ServerStat{ServerID: w.id, State: w.reported.State, Users: len(users)}
+	w.r.mu.Lock()
+	w.stat = st
+	w.r.mu.Unlock()
 }
 
 // adopt takes over an Xray left running by a previous agent: the workload

@@ -26,7 +26,7 @@ func BenchmarkColdStartToReady(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		port := freePort(b)
-		cmd := exec.Command(bin, "--data-dir", b.TempDir(), "--http-addr", "127.0.0.1:"+port, "--nats-listen", "")
+		cmd := exec.Command(bin, "--data-dir", b.TempDir(), "--http-addr", "127.0.0.1:"+port, "--ops-addr", "", "--nats-listen", "")
 		start := time.Now()
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)

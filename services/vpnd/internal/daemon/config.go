@@ -19,6 +19,7 @@ import (
 type Config struct {
 	DataDir       string        `flag:"data-dir" env:"VPN_DATA_DIR" help:"directory for the JetStream store and local state"`
 	HTTPAddr      string        `flag:"http-addr" env:"VPN_HTTP_ADDR" help:"address of the HTTP API (gateway)"`
+	OpsAddr       string        `flag:"ops-addr" env:"VPN_OPS_ADDR" help:"address serving /metrics, /healthz and /readyz for operators (empty: none); keep it off the public network"`
 	NATSURL       string        `flag:"nats-url" env:"VPN_NATS_URL" help:"use this external NATS (cluster) instead of the embedded server"`
 	NATSCreds     string        `flag:"nats-creds" env:"VPN_NATS_CREDS" help:"NATS credentials file for --nats-url"`
 	NATSCA        string        `flag:"nats-ca" env:"VPN_NATS_CA" help:"CA certificate (PEM) of --nats-url's TLS, trusted instead of public CAs"`
@@ -39,11 +40,13 @@ type Config struct {
 }
 
 // Defaults returns vpnd's defaults: data in ./data, the API on
-// 127.0.0.1:8080, the embedded NATS on 127.0.0.1:4222, durable sync.
+// 127.0.0.1:8080, the ops endpoint (metrics) on 127.0.0.1:9100, the
+// embedded NATS on 127.0.0.1:4222, durable sync.
 func Defaults() Config {
 	return Config{
 		DataDir:    "./data",
 		HTTPAddr:   "127.0.0.1:8080",
+		OpsAddr:    "127.0.0.1:9100",
 		NATSListen: "127.0.0.1:4222",
 		NATSTLS:    TLSAuto,
 		Replicas:   1,

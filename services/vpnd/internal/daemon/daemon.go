@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -113,9 +114,26 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 	}
 
+	// Metrics are served on the ops listener only: the API listener is
+	// public (subscription URLs) and /metrics there would need no token.
+	var ops net.Listener
+	if cfg.OpsAddr != "" {
+		if ops, err = svc.Listen(cfg.OpsAddr); err != nil {
+			_ = l.Close()
+			return err
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	context.AfterFunc(gctx, gw.Close)
 	g.Go(func() error { return svc.ServeHTTP(gctx, l, gw.Handler(), log) })
+	opsURL := ""
+	if ops != nil {
+		mux := http.NewServeMux()
+		env.Probe.Register(mux)
+		mux.Handle("GET /metrics", telemetry.MetricsHandler(env.Metrics))
+		opsURL = "http://" + ops.Addr().String()
+		g.Go(func() error { return svc.ServeHTTP(gctx, ops, mux, log) })
+	}
 	g.Go(func() error { return users.Run(gctx, usersCfg, env) })
 	g.Go(func() error { return health.Run(gctx, cfg.Health, env) })
 	if cfg.Agent {
@@ -123,6 +141,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log.Info("vpnd ready",
 		logkey.GatewayURL, "http://"+l.Addr().String(),
+		logkey.OpsURL, opsURL,
 		logkey.NATSURL, conn.url,
 		logkey.NATSCreds, conn.creds,
 		logkey.NATSCA, conn.ca,

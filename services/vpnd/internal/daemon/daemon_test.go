@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +30,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
 	"github.com/vpnfleet/vpnfleet/shared/natstest"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
+	"github.com/vpnfleet/vpnfleet/shared/version"
 	"github.com/vpnfleet/vpnfleet/shared/waitfor"
 )
 
@@ -62,6 +64,7 @@ func (b *syncBuffer) String() string {
 type ready struct {
 	Msg        string `json:"msg"`
 	GatewayURL string `json:"gateway_url"`
+	OpsURL     string `json:"ops_url"`
 	NATSURL    string `json:"nats_url"`
 	NATSCreds  string `json:"nats_creds"`
 	NATSCA     string `json:"nats_ca"`
@@ -104,7 +107,7 @@ func start(t *testing.T, dataDir string, extra ...string) instance {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
 	done := make(chan error, 1)
-	args := append([]string{"--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0"}, extra...)
+	args := append([]string{"--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0"}, extra...)
 	go func() { done <- daemon.Run(ctx, args, func(string) string { return "" }, out) }()
 	var r ready
 	waitfor.Cond(t, 10*time.Second, func() error {
@@ -155,10 +158,8 @@ func waitReady(t *testing.T, gatewayURL string) {
 func TestServesProbesAndKeepsDataAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	v := start(t, dir)
-	for _, path := range []string{"/healthz", "/metrics"} {
-		if code := get(t, v.GatewayURL+path); code != http.StatusOK {
-			t.Fatalf("GET %s = %d", path, code)
-		}
+	if code := get(t, v.GatewayURL+"/healthz"); code != http.StatusOK {
+		t.Fatalf("GET /healthz = %d", code)
 	}
 	waitReady(t, v.GatewayURL)
 
@@ -293,7 +294,7 @@ func TestAcknowledgedWriteSurvivesKill9(t *testing.T) {
 
 func startBinary(t *testing.T, bin, dir string) (*exec.Cmd, ready) {
 	t.Helper()
-	cmd := exec.Command(bin, "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0")
+	cmd := exec.Command(bin, "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -356,5 +357,50 @@ func TestJoinsExternalNATS(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMetricsOnOpsListenerOnly: the API listener is public (subscription
+// URLs), so /metrics is served on the ops listener (--ops-addr) only,
+// with the build's vpnfleet_build_info and the local agent's metrics;
+// the probes answer there too. An empty --ops-addr serves none.
+func TestMetricsOnOpsListenerOnly(t *testing.T) {
+	v := start(t, t.TempDir())
+	if code := get(t, v.GatewayURL+"/metrics"); code != http.StatusNotFound {
+		t.Fatalf("GET /metrics on the API listener = %d, want 404", code)
+	}
+	if v.OpsURL == "" {
+		t.Fatal("the ready line names no ops_url")
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		waitfor.Cond(t, 20*time.Second, func() error {
+			if code := get(t, v.OpsURL+path); code != http.StatusOK {
+				return fmt.Errorf("GET %s on the ops listener = %d", path, code)
+			}
+			return nil
+		})
+	}
+	resp, err := http.Get(v.OpsURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics on the ops listener = %d, %v", resp.StatusCode, err)
+	}
+	for _, want := range []string{
+		`vpnfleet_build_info{go_version="` + runtime.Version() + `",version="` + version.Version + `"} 1`,
+		"vpnfleet_agent_workloads",
+		"vpnfleet_agent_servers",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("ops /metrics lacks %s", want)
+		}
+	}
+
+	off := start(t, t.TempDir(), "--ops-addr", "")
+	if off.OpsURL != "" {
+		t.Fatalf("--ops-addr \"\" still serves ops on %s", off.OpsURL)
 	}
 }

@@ -106,7 +106,7 @@ func TestOneTraceFromTheAPIToXray(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
 	done := make(chan error, 1)
-	args := []string{"--data-dir", dir, "--http-addr", "127.0.0.1:0", "--nats-listen", "",
+	args := []string{"--data-dir", dir, "--http-addr", "127.0.0.1:0", "--ops-addr", "", "--nats-listen", "",
 		"--node-id", "traced", "--public-addr", "127.0.0.1", "--xray-bin", xrayBinary(t), "--heartbeat", "200ms"}
 	go func() { done <- daemon.Run(ctx, args, func(string) string { return "" }, out) }()
 	t.Cleanup(func() {
