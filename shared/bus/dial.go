@@ -21,9 +21,9 @@ type DialConfig struct {
 	Name  string // connection name shown by the server
 }
 
-// refused reports whether err is the server refusing a credential, which
+// Refused reports whether err is the server refusing a credential, which
 // retrying cannot change.
-func refused(err error) bool {
+func Refused(err error) bool {
 	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked)
 }
 
@@ -64,7 +64,7 @@ func Dial(ctx context.Context, cfg DialConfig, log *slog.Logger, extra ...nats.O
 	// With RetryOnFailedConnect, Connect returns at once; wait for the
 	// first real connection so callers can use JetStream immediately.
 	for !nc.IsConnected() {
-		if err := nc.LastError(); refused(err) {
+		if err := nc.LastError(); Refused(err) {
 			nc.Close()
 			return nil, errs.Wrap(errs.Unauthorized, err, "nats at %s refused the credential (unknown, expired or revoked: a revoked node needs `vpn nodes add` and a new join)", cfg.URL)
 		}

@@ -110,7 +110,24 @@ func Standalone(ctx context.Context, name, version string, cfg Config, stdout io
 	})
 	env.Probe.Add("jetstream", func(ctx context.Context) error { return bus.Ready(ctx, js) })
 
+	// The connection reconnects forever; it closes for good only when the
+	// server refuses its credential (revoked, expired): then the binary
+	// stops, saying why, instead of running cut off.
 	g, gctx := errgroup.WithContext(ctx)
+	closed := make(chan error, 1)
+	nc.SetClosedHandler(func(c *nats.Conn) {
+		if err := c.LastError(); bus.Refused(err) {
+			closed <- errs.Wrap(errs.Unauthorized, err, "nats closed the connection: its credential was revoked or expired")
+		}
+	})
+	g.Go(func() error {
+		select {
+		case err := <-closed:
+			return err
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	if cfg.OpsAddr != "" {
 		l, err := Listen(cfg.OpsAddr)
 		if err != nil {

@@ -4,15 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
+	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/natstest"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/svc"
 	"github.com/vpnfleet/vpnfleet/shared/waitfor"
 )
@@ -80,5 +84,43 @@ func TestStandaloneLogsItsShutdown(t *testing.T) {
 	msgs := out.messages()
 	if len(msgs) < 3 || msgs[len(msgs)-1] != "stopped" || !strings.Contains(strings.Join(msgs, "\n"), "shutting down") {
 		t.Fatalf("log messages %q: want shutting down, then stopped last", msgs)
+	}
+}
+
+// TestStandaloneStopsWhenItsCredentialIsRevoked: a binary whose credential
+// is revoked while it runs stops with one Unauthorized error, instead of
+// running cut off from the bus.
+func TestStandaloneStopsWhenItsCredentialIsRevoked(t *testing.T) {
+	ns := natstest.Start(t)
+	cred := ns.NodeCredential(t, "n1")
+	cfg := svc.Defaults("")
+	cfg.NATSURL, cfg.NATSCreds, cfg.Provision = ns.URL(), natstest.CredsFile(t, cred), false
+	cfg.DialOptions = []nats.Option{nats.CustomInboxPrefix(subject.NodeInboxPrefix("n1"))}
+	running := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- svc.Standalone(context.Background(), "vpn-agent", "test", cfg, &syncBuffer{}, func(ctx context.Context, _ svc.Env) error {
+			close(running)
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	<-running
+	pub, err := cred.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Revoke(pub)
+	var got error
+	waitfor.Cond(t, 30*time.Second, func() error {
+		select {
+		case got = <-done:
+			return nil
+		default:
+			return fmt.Errorf("still running after its credential was revoked")
+		}
+	})
+	if !errors.Is(got, errs.Unauthorized) {
+		t.Fatalf("Standalone returned %v, want Unauthorized", got)
 	}
 }
