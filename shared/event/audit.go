@@ -8,7 +8,8 @@ import "time"
 type Audit struct {
 	// ID is the request id (also the X-Request-Id response header).
 	ID string `json:"id"`
-	// Actor is the API token id; ActorName is the token's name.
+	// Actor is the API token id (ActorAnonymous when no token was
+	// recognised); ActorName is the token's name.
 	Actor     string `json:"actor"`
 	ActorName string `json:"actor_name,omitempty"`
 	Role      string `json:"role,omitempty"`
@@ -37,3 +38,7 @@ const (
 	AuditDenied = "denied"
 	AuditError  = "error"
 )
+
+// ActorAnonymous is the actor of calls refused before a token was
+// recognised (401: no, unknown, revoked or expired token).
+const ActorAnonymous = "anonymous"

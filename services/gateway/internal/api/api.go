@@ -79,10 +79,12 @@ type Server struct {
 	public   *auth.Limiter
 	streams  *auth.Slots
 	refusals *refusals
-	idem     *idempotency
-	metrics  *metrics
-	routes   []Route
-	doc      []byte
+	// unauthLog rate-limits the log lines of 401s per remote address.
+	unauthLog *refusals
+	idem      *idempotency
+	metrics   *metrics
+	routes    []Route
+	doc       []byte
 
 	kvMu    sync.Mutex
 	nodesKV jetstream.KeyValue
@@ -128,6 +130,7 @@ func New(env svc.Env, cfg Config) *Server {
 		stop:    make(chan struct{}),
 	}
 	s.refusals = newRefusals(cfg.AuditWindow, s.publishAudit)
+	s.unauthLog = s.newUnauthenticatedLog()
 	s.idem = newIdempotency(subject.UserIdempotencyTTL)
 	addReadiness(env.Probe, env.NC)
 	s.routes = s.table()
@@ -155,11 +158,13 @@ func (s *Server) Tokens() *auth.Store { return s.tokens }
 
 // Close ends long-lived responses (event streams, followed logs), so a
 // graceful HTTP shutdown does not wait for them, and records the summaries
-// of refusals whose audit window is still open.
+// of refusals whose audit window is still open (and the log lines of
+// suppressed unauthenticated calls).
 func (s *Server) Close() {
 	s.stopOnce.Do(func() {
 		close(s.stop)
 		s.refusals.close()
+		s.unauthLog.close()
 	})
 }
 
@@ -308,7 +313,10 @@ func (s *Server) wrap(rt Route) http.Handler {
 				}
 			}
 		}
-		if rt.Mutating() && info.tok.ID != "" {
+		switch {
+		case info.rec.status == http.StatusUnauthorized:
+			s.unauthenticated(r, rt, info)
+		case rt.Mutating() && info.tok.ID != "":
 			s.audit(r, rt, info)
 		}
 	})

@@ -30,8 +30,12 @@ func (s *Server) audit(r *http.Request, rt Route, info *reqInfo) {
 	if target == "" && len(rt.params) > 0 {
 		target = rt.params[0] + "/" + r.PathValue(rt.params[0])
 	}
+	actor := info.tok.ID
+	if actor == "" {
+		actor = event.ActorAnonymous
+	}
 	a := event.Audit{
-		ID: info.id, Actor: info.tok.ID, ActorName: info.tok.Name, Role: string(info.tok.Role),
+		ID: info.id, Actor: actor, ActorName: info.tok.Name, Role: string(info.tok.Role),
 		Action: rt.ID, Target: target, Result: result, Status: status, Code: info.code,
 		Remote: clientIP(r), Time: time.Now().UTC(),
 	}
@@ -61,6 +65,7 @@ func (s *Server) publishAudit(ctx context.Context, a event.Audit) {
 type refusals struct {
 	window  time.Duration
 	publish func(context.Context, event.Audit)
+	key     func(event.Audit) refusalKind
 
 	mu     sync.Mutex
 	open   map[refusalKind]*refusalWindow
@@ -80,11 +85,17 @@ type refusalWindow struct {
 }
 
 // maxRefusalKinds bounds the windows open at once; past it, a token's
-// refusals of every action share one window.
+// refusals of every action (every remote address's, for the log of
+// unauthenticated calls) share one window.
 const maxRefusalKinds = 10_000
 
 func newRefusals(window time.Duration, publish func(context.Context, event.Audit)) *refusals {
-	return &refusals{window: window, publish: publish, open: map[refusalKind]*refusalWindow{}}
+	return newRefusalsBy(window, func(a event.Audit) refusalKind { return refusalKind{a.Actor, a.Action, a.Status} }, publish)
+}
+
+// newRefusalsBy is newRefusals with the kind of a refusal chosen by key.
+func newRefusalsBy(window time.Duration, key func(event.Audit) refusalKind, publish func(context.Context, event.Audit)) *refusals {
+	return &refusals{window: window, publish: publish, key: key, open: map[refusalKind]*refusalWindow{}}
 }
 
 // first reports whether a is the first refusal of its kind in a window,
@@ -95,9 +106,9 @@ func (f *refusals) first(a event.Audit) bool {
 	if f.closed || f.window <= 0 {
 		return true
 	}
-	k := refusalKind{a.Actor, a.Action, a.Status}
+	k := f.key(a)
 	if _, ok := f.open[k]; !ok && len(f.open) >= maxRefusalKinds {
-		k = refusalKind{actor: a.Actor}
+		k = refusalKind{actor: k.actor}
 	}
 	if w, ok := f.open[k]; ok {
 		w.last, w.count = a, w.count+1
@@ -141,4 +152,39 @@ func (f *refusals) close() {
 		end()
 	}
 	f.wg.Wait()
+}
+
+// unauthenticatedLogWindow is how often one remote address's refused
+// unauthenticated calls (401) may be logged.
+const unauthenticatedLogWindow = time.Minute
+
+// newUnauthenticatedLog keeps the log of 401s to one line per remote
+// address and window, and a line counting the ones it suppressed when the
+// window ends: a caller guessing tokens cannot flood the log, and an
+// operator still sees that it happens and from where.
+func (s *Server) newUnauthenticatedLog() *refusals {
+	return newRefusalsBy(unauthenticatedLogWindow,
+		func(a event.Audit) refusalKind { return refusalKind{action: a.Remote} },
+		func(_ context.Context, a event.Audit) {
+			if a.Count > 0 {
+				s.log.Info("unauthenticated requests suppressed", logkey.Addr, a.Remote, logkey.Count, a.Count,
+					logkey.Endpoint, a.Action, logkey.Detail, a.Code)
+				return
+			}
+			s.log.Info("unauthenticated request refused", logkey.Addr, a.Remote, logkey.Endpoint, a.Action,
+				logkey.Status, a.Status, logkey.Detail, a.Code)
+		})
+}
+
+// unauthenticated logs (rate-limited) and audits a 401, under actor
+// event.ActorAnonymous.
+func (s *Server) unauthenticated(r *http.Request, rt Route, info *reqInfo) {
+	a := event.Audit{
+		ID: info.id, Actor: event.ActorAnonymous, Action: rt.ID, Result: event.AuditDenied,
+		Status: info.rec.status, Code: info.code, Remote: clientIP(r), Time: time.Now().UTC(),
+	}
+	if s.unauthLog.first(a) {
+		s.unauthLog.publish(r.Context(), a)
+	}
+	s.audit(r, rt, info)
 }
