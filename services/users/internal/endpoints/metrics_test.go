@@ -3,6 +3,8 @@ package endpoints
 import (
 	"context"
 	"errors"
+	"fmt"
+	"github.com/vpnfleet/vpnfleet/shared/waitfor"
 	"testing"
 	"time"
 
@@ -46,12 +48,20 @@ func TestStatsCountErrorsAndProcessingTime(t *testing.T) {
 			t.Fatalf("request (fail %v): %v", fail, err)
 		}
 	}
-	st := svc.Stats()
-	if len(st.Endpoints) != 1 {
-		t.Fatalf("stats %+v", st)
-	}
-	e := st.Endpoints[0]
-	if e.NumRequests != 4 || e.NumErrors != 3 || e.ProcessingTime < 3*timeout || e.LastError == "" {
+	// A request is recorded just after its reply is sent: the caller may
+	// see the reply first, so wait for the last one to be counted.
+	waitfor.Cond(t, 10*time.Second, func() error {
+		st := svc.Stats()
+		if len(st.Endpoints) != 1 {
+			return fmt.Errorf("stats %+v", st)
+		}
+		if e := st.Endpoints[0]; e.NumRequests != 4 {
+			return fmt.Errorf("%d requests counted, want 4", e.NumRequests)
+		}
+		return nil
+	})
+	e := svc.Stats().Endpoints[0]
+	if e.NumErrors != 3 || e.ProcessingTime < 3*timeout || e.LastError == "" {
 		t.Fatalf("stats: %d requests, %d errors (last %q), %s processing; want 4, 3, at least %s",
 			e.NumRequests, e.NumErrors, e.LastError, e.ProcessingTime, 3*timeout)
 	}
