@@ -11,7 +11,11 @@
 // types: string, bool, ints, float64, time.Duration and []string
 // (comma-separated on flags and env). Struct fields without a flag tag are
 // flattened, so binaries compose groups of fields (svc.Config, a service's
-// own Config) and still read one flat TOML table.
+// own Config) and still read one flat TOML table. Fields of composed groups
+// that share a flag name (vpnd's --http-addr and the gateway's, the
+// gateway's and the registry's --job-timeout) are one setting: the flag is
+// registered once, with the help of the first such field, and sets all of
+// them; so does its TOML key. Each keeps its own env variable and default.
 package config
 
 import (
@@ -79,6 +83,15 @@ func fieldsOf(cfg any) ([]field, error) {
 		}
 	}
 	walk(rv.Elem())
+	first := map[string]field{}
+	for _, f := range out {
+		if g, ok := first[f.flag]; ok && g.v.Type() != f.v.Type() {
+			return nil, errs.New(errs.Internal, "config: flag --%s is declared with types %s and %s", f.flag, g.v.Type(), f.v.Type())
+		}
+		if _, ok := first[f.flag]; !ok {
+			first[f.flag] = f
+		}
+	}
 	return out, nil
 }
 
@@ -97,7 +110,9 @@ func Load(name string, cfg any, args []string, getenv func(string) string, usage
 	var file string
 	fs.StringVar(&file, "config", "", "optional TOML config file (env VPN_CONFIG)")
 	for _, f := range fields {
-		f := f
+		if fs.Lookup(f.flag) != nil {
+			continue // a shared setting: the first field's flag sets all
+		}
 		help := f.help
 		if f.env != "" {
 			help += " (env " + f.env + ")"
@@ -175,9 +190,9 @@ func loadFile(path string, fields []field) error {
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		return errs.New(errs.Invalid, "parsing config file %s: %v", path, err)
 	}
-	byKey := make(map[string]field, len(fields))
+	byKey := make(map[string][]field, len(fields))
 	for _, f := range fields {
-		byKey[f.toml] = f
+		byKey[f.toml] = append(byKey[f.toml], f)
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {
@@ -185,12 +200,14 @@ func loadFile(path string, fields []field) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		f, ok := byKey[k]
+		fs, ok := byKey[k]
 		if !ok {
 			return errs.New(errs.Invalid, "config file %s: unknown key %q", path, k)
 		}
-		if err := assign(f.v, tomlString(raw[k])); err != nil {
-			return errs.New(errs.Invalid, "config file %s: key %s: %v", path, k, err)
+		for _, f := range fs {
+			if err := assign(f.v, tomlString(raw[k])); err != nil {
+				return errs.New(errs.Invalid, "config file %s: key %s: %v", path, k, err)
+			}
 		}
 	}
 	return nil
@@ -296,7 +313,7 @@ func printUsage(w io.Writer, name string, fs *flag.FlagSet, fields []field) {
 	fmt.Fprintf(w, "Usage: %s [flags]\n\nFlags (precedence: flag > env > config file > default):\n", name)
 	defaults := map[string]string{}
 	for _, f := range fields {
-		if !f.v.IsZero() && !f.secret {
+		if _, seen := defaults[f.flag]; !seen && !f.v.IsZero() && !f.secret {
 			defaults[f.flag] = fmt.Sprint(f.v.Interface())
 		}
 	}

@@ -169,3 +169,59 @@ func TestBadFlagIsOneLine(t *testing.T) {
 		})
 	}
 }
+
+type sharedA struct {
+	Addr    string        `flag:"addr" env:"T_A_ADDR" help:"a's address"`
+	Timeout time.Duration `flag:"timeout" env:"T_A_TIMEOUT" help:"a's timeout"`
+}
+
+type sharedB struct {
+	Addr    string        `flag:"addr" env:"T_B_ADDR" help:"b's address"`
+	Timeout time.Duration `flag:"timeout" env:"T_B_TIMEOUT" help:"b's timeout"`
+}
+
+type sharedConfig struct {
+	A sharedA
+	B sharedB
+}
+
+// TestSharedFlagSetsEveryField checks that groups composed into one binary
+// that declare the same flag get one flag (no panic on a duplicate), which
+// sets both fields, as the TOML key does; env variables stay per field.
+func TestSharedFlagSetsEveryField(t *testing.T) {
+	file := writeFile(t, "timeout = \"7s\"\n")
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want sharedConfig
+	}{
+		{"defaults stay apart", nil, nil,
+			sharedConfig{sharedA{"a", time.Second}, sharedB{"b", 2 * time.Second}}},
+		{"a flag sets both", []string{"--addr", "x", "--timeout", "5s"}, nil,
+			sharedConfig{sharedA{"x", 5 * time.Second}, sharedB{"x", 5 * time.Second}}},
+		{"a file key sets both", []string{"--config", file}, nil,
+			sharedConfig{sharedA{"a", 7 * time.Second}, sharedB{"b", 7 * time.Second}}},
+		{"env is per field", nil, map[string]string{"T_B_ADDR": "envb"},
+			sharedConfig{sharedA{"a", time.Second}, sharedB{"envb", 2 * time.Second}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := sharedConfig{sharedA{"a", time.Second}, sharedB{"b", 2 * time.Second}}
+			if err := config.Load("t", &c, tt.args, env(tt.env), &bytes.Buffer{}); err != nil {
+				t.Fatal(err)
+			}
+			if c != tt.want {
+				t.Fatalf("got %+v, want %+v", c, tt.want)
+			}
+		})
+	}
+	var usage bytes.Buffer
+	c := sharedConfig{sharedA{"a", time.Second}, sharedB{"b", 2 * time.Second}}
+	if err := config.Load("t", &c, []string{"-h"}, env(nil), &usage); !errors.Is(err, config.ErrHelp) {
+		t.Fatal(err)
+	}
+	if n := strings.Count(usage.String(), "--addr"); n != 1 || !strings.Contains(usage.String(), "a's address") {
+		t.Fatalf("usage lists --addr %d times:\n%s", n, usage.String())
+	}
+}
