@@ -14,7 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -42,7 +45,11 @@ type Config struct {
 	EventsPing      time.Duration `flag:"events-ping" env:"VPN_GATEWAY_EVENTS_PING" help:"keep-alive interval of event streams"`
 	MaxStreams      int           `flag:"max-streams-per-token" env:"VPN_GATEWAY_MAX_STREAMS_PER_TOKEN" help:"event streams one API token may hold open at once"`
 	AuditWindow     time.Duration `flag:"audit-refusal-window" env:"VPN_GATEWAY_AUDIT_REFUSAL_WINDOW" help:"refused calls (4xx) of one token, action and status within this window are audited as the first one and one summary with their count"`
-	AdminTokenFile  string        `flag:"admin-token-file" env:"VPN_GATEWAY_ADMIN_TOKEN_FILE" help:"on first start (no token exists), create an admin token and write it to this file, 0600 (empty: do not)"`
+	// TrustedProxies are the peers (CIDRs or addresses) whose
+	// X-Forwarded-Host and X-Forwarded-Proto headers name the public URL
+	// when PublicURL is empty; anyone else's are ignored.
+	TrustedProxies []string `flag:"trusted-proxies" env:"VPN_GATEWAY_TRUSTED_PROXIES" help:"reverse proxies (CIDRs or IPs, comma-separated) whose X-Forwarded-Host and X-Forwarded-Proto set subscription URLs when --public-url is empty"`
+	AdminTokenFile string   `flag:"admin-token-file" env:"VPN_GATEWAY_ADMIN_TOKEN_FILE" help:"on first start (no token exists), create an admin token and write it to this file, 0600 (empty: do not)"`
 }
 
 // Defaults returns the gateway's defaults.
@@ -60,6 +67,7 @@ func Defaults() Config {
 		EventsPing:      15 * time.Second,
 		MaxStreams:      8,
 		AuditWindow:     time.Minute,
+		TrustedProxies:  []string{"127.0.0.0/8", "::1/128"},
 	}
 }
 
@@ -84,7 +92,33 @@ func (c Config) Validate() error {
 	if c.TokenCacheTTL < 0 {
 		fe = append(fe, errs.FieldError{Field: "token_cache_ttl", Rule: "must not be negative"})
 	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			fe = append(fe, errs.FieldError{Field: "public_url", Rule: "must be an http(s) URL with a host, e.g. https://vpn.example.com"})
+		}
+	}
+	if _, err := parsePrefixes(c.TrustedProxies); err != nil {
+		fe = append(fe, errs.FieldError{Field: "trusted_proxies", Rule: err.Error()})
+	}
 	return errs.Fields(fe...)
+}
+
+// parsePrefixes reads CIDRs, taking a bare address as its own /32 or /128.
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR or an IP address", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }
 
 // AdminTokenFile is the name vpnd gives the first admin token's file in its
@@ -117,9 +151,11 @@ func New(env svc.Env, cfg Config) *Gateway {
 	if cfg.AuditWindow <= 0 {
 		cfg.AuditWindow = d.AuditWindow
 	}
+	trusted, _ := parsePrefixes(cfg.TrustedProxies) // checked by Validate
 	return &Gateway{api: api.New(env, api.Config{
 		Version:             version.Version,
 		PublicURL:           cfg.PublicURL,
+		TrustedProxies:      trusted,
 		UpstreamTimeout:     cfg.UpstreamTimeout,
 		JobTimeout:          max(cfg.JobTimeout, cfg.UpstreamTimeout),
 		MaxBodyBytes:        cfg.MaxBodyBytes,
@@ -145,25 +181,58 @@ func (g *Gateway) API() *api.Server { return g.api }
 // context ends.
 func (g *Gateway) Close() { g.api.Close() }
 
-// Run listens on cfg.Addr and serves until ctx ends.
-func Run(ctx context.Context, cfg Config, env svc.Env) error {
+// Server is a started gateway: its configuration checked, its first admin
+// token made, its listener open. vpn-gateway and vpnd both start the
+// gateway with Start, then Serve it.
+type Server struct {
+	gw  *Gateway
+	l   net.Listener
+	log *slog.Logger
+}
+
+// Start validates cfg, makes the first admin token (cfg.AdminTokenFile),
+// and listens on cfg.Addr; it serves nothing until Serve.
+func Start(ctx context.Context, cfg Config, env svc.Env) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	if cfg.AdminTokenFile != "" {
 		if _, err := Bootstrap(ctx, env, cfg.AdminTokenFile); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	l, err := svc.Listen(cfg.Addr)
 	if err != nil {
+		return nil, err
+	}
+	return &Server{gw: New(env, cfg), l: l, log: env.Log.With(slog.String(logkey.Component, "gateway"))}, nil
+}
+
+// URL is where the API listens (http://host:port).
+func (s *Server) URL() string { return "http://" + s.l.Addr().String() }
+
+// Gateway is the served gateway.
+func (s *Server) Gateway() *Gateway { return s.gw }
+
+// Close closes the listener of a Server that will not be served.
+func (s *Server) Close() error { return s.l.Close() }
+
+// Serve serves the API until ctx ends, ending long-lived responses first so
+// that the graceful shutdown does not wait for them.
+func (s *Server) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, s.gw.Close)
+	defer stop()
+	return svc.ServeHTTP(ctx, s.l, s.gw.Handler(), s.log)
+}
+
+// Run starts the gateway and serves it until ctx ends.
+func Run(ctx context.Context, cfg Config, env svc.Env) error {
+	s, err := Start(ctx, cfg, env)
+	if err != nil {
 		return err
 	}
-	g := New(env, cfg)
-	stop := context.AfterFunc(ctx, g.Close)
-	defer stop()
-	env.Log.Info("gateway listening", logkey.URL, "http://"+l.Addr().String())
-	return svc.ServeHTTP(ctx, l, g.Handler(), env.Log.With(slog.String(logkey.Component, "gateway")))
+	env.Log.Info("gateway listening", logkey.URL, s.URL())
+	return s.Serve(ctx)
 }
 
 // Bootstrap makes the first admin token when no token exists yet and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,7 +14,6 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
-	"github.com/vpnfleet/vpnfleet/shared/probe"
 	"github.com/vpnfleet/vpnfleet/shared/telemetry"
 )
 
@@ -100,15 +98,7 @@ func Standalone(ctx context.Context, name, version string, cfg Config, stdout io
 		}
 	}
 
-	env := Env{NC: nc, JS: js, Log: log, Metrics: telemetry.NewRegistry(), Probe: probe.New()}
-	env.Requests = telemetry.NewRequests(env.Metrics)
-	env.Probe.Add("nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return fmt.Errorf("not connected (%s)", nc.Status())
-		}
-		return nil
-	})
-	env.Probe.Add("jetstream", func(ctx context.Context) error { return bus.Ready(ctx, js) })
+	env := NewEnv(nc, js, log)
 
 	// The connection reconnects forever; it closes for good only when the
 	// server refuses its credential (revoked, expired): then the binary
@@ -133,11 +123,8 @@ func Standalone(ctx context.Context, name, version string, cfg Config, stdout io
 		if err != nil {
 			return err
 		}
-		mux := http.NewServeMux()
-		env.Probe.Register(mux)
-		mux.Handle("GET /metrics", telemetry.MetricsHandler(env.Metrics))
 		log.Info("ops endpoint listening", logkey.Addr, l.Addr().String())
-		g.Go(func() error { return ServeHTTP(gctx, l, mux, log) })
+		g.Go(func() error { return ServeHTTP(gctx, l, OpsHandler(env), log) })
 	}
 	g.Go(func() error { return core(gctx, env) })
 	log.Info("started", logkey.Version, version)

@@ -8,6 +8,7 @@ package svc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
 	"github.com/vpnfleet/vpnfleet/shared/probe"
@@ -77,4 +79,30 @@ func ServeHTTP(ctx context.Context, l net.Listener, h http.Handler, log *slog.Lo
 		log.Warn("serving http", logkey.Addr, l.Addr().String(), logkey.Err, serr)
 	}
 	return err
+}
+
+// NewEnv is the Env every process builds over its NATS connection: a fresh
+// metrics registry with the request metrics, and a probe that is ready
+// while the connection is up and JetStream answers. Standalone binaries and
+// vpnd both start from it; the caller sets DataDir.
+func NewEnv(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) Env {
+	env := Env{NC: nc, JS: js, Log: log, Metrics: telemetry.NewRegistry(), Probe: probe.New()}
+	env.Requests = telemetry.NewRequests(env.Metrics)
+	env.Probe.Add("nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not connected (%s)", nc.Status())
+		}
+		return nil
+	})
+	env.Probe.Add("jetstream", func(ctx context.Context) error { return bus.Ready(ctx, js) })
+	return env
+}
+
+// OpsHandler serves env's /healthz, /readyz and /metrics, for the ops
+// listener (never the public one).
+func OpsHandler(env Env) http.Handler {
+	mux := http.NewServeMux()
+	env.Probe.Register(mux)
+	mux.Handle("GET /metrics", telemetry.MetricsHandler(env.Metrics))
+	return mux
 }

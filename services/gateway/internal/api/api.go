@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strings"
 	"sync"
@@ -41,6 +42,9 @@ type Config struct {
 	// PublicURL is the base of subscription URLs handed to users; empty
 	// derives it from each request's Host.
 	PublicURL string
+	// TrustedProxies are the peers whose X-Forwarded-Host and
+	// X-Forwarded-Proto are believed when PublicURL is empty; nil: none.
+	TrustedProxies []netip.Prefix
 	// UpstreamTimeout bounds every request to a service over NATS.
 	UpstreamTimeout time.Duration
 	// JobTimeout bounds the start of a bulk job, which validates a whole

@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/sub"
@@ -20,15 +21,7 @@ type Subscription struct {
 }
 
 func (s *Server) subscriptionOf(r *http.Request, u user.User, tok string) Subscription {
-	base := strings.TrimSuffix(s.cfg.PublicURL, "/")
-	if base == "" {
-		scheme := "http"
-		if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
-			scheme = "https"
-		}
-		base = scheme + "://" + r.Host
-	}
-	url := base + "/sub/" + tok
+	url := s.publicBase(r) + "/sub/" + tok
 	return Subscription{
 		UserID: u.ID, Name: u.Name, Token: tok, URL: url,
 		Formats: map[string]string{
@@ -37,6 +30,53 @@ func (s *Server) subscriptionOf(r *http.Request, u user.User, tok string) Subscr
 			user.FormatSingBox: url + "?format=" + user.FormatSingBox,
 		},
 	}
+}
+
+// publicBase is the base of the subscription URLs handed out for r:
+// --public-url when set; else, from a trusted proxy, the host and scheme it
+// forwards (X-Forwarded-Host, X-Forwarded-Proto); else r's own Host.
+// Anyone else's forwarded headers are ignored, so a caller cannot make the
+// gateway hand out a URL pointing at a host of its choosing.
+func (s *Server) publicBase(r *http.Request) string {
+	if base := strings.TrimSuffix(s.cfg.PublicURL, "/"); base != "" {
+		return base
+	}
+	scheme, host := "http", r.Host
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if s.fromTrustedProxy(r) {
+		if h := firstForwarded(r.Header.Get("X-Forwarded-Host")); h != "" {
+			host = h
+		}
+		switch p := strings.ToLower(firstForwarded(r.Header.Get("X-Forwarded-Proto"))); p {
+		case "http", "https":
+			scheme = p
+		}
+	}
+	return scheme + "://" + host
+}
+
+// fromTrustedProxy reports whether r's peer is one of the trusted proxies.
+func (s *Server) fromTrustedProxy(r *http.Request) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	a := ap.Addr().Unmap()
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// firstForwarded is the first (client-side) value of a forwarded header a
+// chain of proxies appended to.
+func firstForwarded(v string) string {
+	first, _, _ := strings.Cut(v, ",")
+	return strings.TrimSpace(first)
 }
 
 func (s *Server) userSubscription(w http.ResponseWriter, r *http.Request) error {
