@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vpnfleet/vpnfleet/services/gateway"
 	"github.com/vpnfleet/vpnfleet/services/health"
 	agent "github.com/vpnfleet/vpnfleet/services/runtime-agent"
+	"github.com/vpnfleet/vpnfleet/services/users"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/natsauth"
 )
@@ -37,6 +39,15 @@ type Config struct {
 	AgentGroups []string `flag:"agent-groups" env:"VPN_AGENT_GROUPS" help:"node groups of this host's own node (users placed on a group are served by its nodes), comma-separated"`
 	// Health is the health core: node health, alert rules, notifiers.
 	Health health.Config // its flags: --alert-rules, --node-down-after, ...
+	// Gateway is the HTTP API: --public-url, --trusted-proxies,
+	// --rate-limit, --upstream-timeout, ... Its --http-addr is vpnd's own
+	// (one flag sets both); its admin token file defaults to
+	// <data-dir>/admin.token.
+	Gateway gateway.Config
+	// Users is the user registry: --job-workers, --job-batch,
+	// --request-timeout, ... (--job-timeout is one setting with the
+	// gateway's). Its Fleet is vpnd's own signing authority, set at start.
+	Users users.Config
 }
 
 // Defaults returns vpnd's defaults: data in ./data, the API on
@@ -54,6 +65,8 @@ func Defaults() Config {
 		Agent:      true,
 		AgentNode:  localAgentDefaults(),
 		Health:     health.Defaults(),
+		Gateway:    gateway.Defaults(),
+		Users:      users.Defaults(),
 	}
 }
 
@@ -86,16 +99,21 @@ func (c *Config) Validate() error {
 	default:
 		fe = append(fe, errs.FieldError{Field: "nats_tls", Rule: "must be auto, on or off"})
 	}
-	if err := errs.Fields(fe...); err != nil {
-		return err
-	}
-	if err := c.Health.Validate(); err != nil {
-		return err
-	}
+	groups := []error{c.Health.Validate(), c.Gateway.Validate(), c.Users.Validate()}
 	if c.Agent {
-		return c.AgentNode.Validate()
+		groups = append(groups, c.AgentNode.Validate())
 	}
-	return nil
+	for _, err := range groups {
+		if err == nil {
+			continue
+		}
+		fields := errs.FieldsOf(err)
+		if len(fields) == 0 {
+			return err
+		}
+		fe = append(fe, fields...)
+	}
+	return errs.Fields(fe...)
 }
 
 // Values of NATSTLS.

@@ -17,7 +17,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"path/filepath"
 	"time"
 
@@ -35,7 +34,6 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
 	"github.com/vpnfleet/vpnfleet/shared/natsauth"
 	"github.com/vpnfleet/vpnfleet/shared/natsserver"
-	"github.com/vpnfleet/vpnfleet/shared/probe"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/svc"
 	"github.com/vpnfleet/vpnfleet/shared/telemetry"
@@ -82,26 +80,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 
-	env := svc.Env{NC: nc, JS: js, Log: log, Metrics: telemetry.NewRegistry(), Probe: probe.New(), DataDir: dataDir}
-	env.Requests = telemetry.NewRequests(env.Metrics)
-	env.Probe.Add("nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return fmt.Errorf("not connected (%s)", nc.Status())
-		}
-		return nil
-	})
-	env.Probe.Add("jetstream", func(ctx context.Context) error { return bus.Ready(ctx, js) })
+	env := svc.NewEnv(nc, js, log)
+	env.DataDir = dataDir
 
-	l, err := svc.Listen(cfg.HTTPAddr)
-	if err != nil {
-		return err
-	}
-	gw := gateway.New(env, gateway.Defaults())
-	if _, err := gateway.Bootstrap(ctx, env, filepath.Join(dataDir, gateway.AdminTokenFile)); err != nil {
-		return err
-	}
-
-	usersCfg := users.Defaults()
+	usersCfg := cfg.Users
 	authority, err := fleetAuthority(cfg, conn, stack)
 	if err != nil {
 		return err
@@ -114,25 +96,33 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 	}
 
+	// The gateway is started as vpn-gateway starts it: its first admin
+	// token in <data-dir>/admin.token unless --admin-token-file says
+	// otherwise, on vpnd's --http-addr.
+	gwCfg := cfg.Gateway
+	gwCfg.Addr = cfg.HTTPAddr
+	if gwCfg.AdminTokenFile == "" {
+		gwCfg.AdminTokenFile = filepath.Join(dataDir, gateway.AdminTokenFile)
+	}
+	gw, err := gateway.Start(ctx, gwCfg, env)
+	if err != nil {
+		return err
+	}
 	// Metrics are served on the ops listener only: the API listener is
 	// public (subscription URLs) and /metrics there would need no token.
 	var ops net.Listener
 	if cfg.OpsAddr != "" {
 		if ops, err = svc.Listen(cfg.OpsAddr); err != nil {
-			_ = l.Close()
+			_ = gw.Close()
 			return err
 		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	context.AfterFunc(gctx, gw.Close)
-	g.Go(func() error { return svc.ServeHTTP(gctx, l, gw.Handler(), log) })
+	g.Go(func() error { return gw.Serve(gctx) })
 	opsURL := ""
 	if ops != nil {
-		mux := http.NewServeMux()
-		env.Probe.Register(mux)
-		mux.Handle("GET /metrics", telemetry.MetricsHandler(env.Metrics))
 		opsURL = "http://" + ops.Addr().String()
-		g.Go(func() error { return svc.ServeHTTP(gctx, ops, mux, log) })
+		g.Go(func() error { return svc.ServeHTTP(gctx, ops, svc.OpsHandler(env), log) })
 	}
 	g.Go(func() error { return users.Run(gctx, usersCfg, env) })
 	g.Go(func() error { return health.Run(gctx, cfg.Health, env) })
@@ -140,7 +130,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		g.Go(func() error { return agent.Run(gctx, cfg.AgentNode, agentEnv) })
 	}
 	log.Info("vpnd ready",
-		logkey.GatewayURL, "http://"+l.Addr().String(),
+		logkey.GatewayURL, gw.URL(),
 		logkey.OpsURL, opsURL,
 		logkey.NATSURL, conn.url,
 		logkey.NATSCreds, conn.creds,

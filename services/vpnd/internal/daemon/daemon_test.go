@@ -218,6 +218,14 @@ func TestBadInputExitsTwoWithOneLine(t *testing.T) {
 		{"plain nats for other hosts", []string{"--data-dir", t.TempDir(), "--nats-listen", "0.0.0.0:4222", "--nats-tls", "off"}, "nats_tls"},
 		{"plain nats on a public address", []string{"--data-dir", t.TempDir(), "--nats-listen", "192.0.2.1:4222", "--nats-tls", "off"}, "nats_listen 192.0.2.1:4222"},
 		{"unknown nats tls mode", []string{"--data-dir", t.TempDir(), "--nats-tls", "maybe"}, "nats_tls"},
+		// The gateway's and the registry's own settings are vpnd's flags
+		// too, checked by their Validate.
+		{"no job workers", []string{"--data-dir", t.TempDir(), "--job-workers", "0"}, "job_workers"},
+		{"negative rate limit", []string{"--data-dir", t.TempDir(), "--rate-limit", "-1"}, "rate_limit"},
+		{"zero job timeout", []string{"--data-dir", t.TempDir(), "--job-timeout", "0s"}, "job_timeout"},
+		{"upstream timeout not a duration", []string{"--data-dir", t.TempDir(), "--upstream-timeout", "soon"}, "--upstream-timeout=\"soon\": not a duration"},
+		{"public url without a scheme", []string{"--data-dir", t.TempDir(), "--public-url", "vpn.example.com"}, "public_url"},
+		{"trusted proxy not a cidr", []string{"--data-dir", t.TempDir(), "--trusted-proxies", "proxy.local"}, "trusted_proxies"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
