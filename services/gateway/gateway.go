@@ -33,7 +33,7 @@ import (
 // Config is the gateway's own configuration.
 type Config struct {
 	Addr            string        `flag:"http-addr" env:"VPN_HTTP_ADDR" help:"address the HTTP API listens on"`
-	PublicURL       string        `flag:"public-url" env:"VPN_PUBLIC_URL" help:"base URL of subscription links handed to users (empty: from each request's Host)"`
+	PublicURL       string        `flag:"public-url" env:"VPN_PUBLIC_URL" help:"base URL of subscription links handed to users (empty: a trusted proxy's X-Forwarded-Host, else each request's Host)"`
 	UpstreamTimeout time.Duration `flag:"upstream-timeout" env:"VPN_GATEWAY_UPSTREAM_TIMEOUT" help:"time limit of each request to a service over NATS"`
 	JobTimeout      time.Duration `flag:"job-timeout" env:"VPN_GATEWAY_JOB_TIMEOUT" help:"time limit of starting a bulk job (the registry validates the whole file first)"`
 	MaxBodyBytes    int64         `flag:"max-body-bytes" env:"VPN_GATEWAY_MAX_BODY_BYTES" help:"largest request body accepted"`
