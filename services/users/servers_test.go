@@ -17,6 +17,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/natstest"
+	"github.com/vpnfleet/vpnfleet/shared/node"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
@@ -414,5 +415,23 @@ func TestLinksFromARegisteredServer(t *testing.T) {
 	resp = must[user.LinksResponse](h, subject.UsersLinks, user.LinksRequest{ID: u.ID})
 	if len(resp.Links) != 0 || len(resp.Missing) != 4 || resp.Missing[0].Reason != "server is not applied yet" {
 		t.Fatalf("links after a spec change: %+v", resp)
+	}
+
+	// Applied again, then its node is revoked: it gets no desired state
+	// any more, and users get no link to it.
+	h.reportStatus(s.ID, applied("fra.example.net"))
+	if resp = must[user.LinksResponse](h, subject.UsersLinks, user.LinksRequest{ID: u.ID}); len(resp.Links) != 4 {
+		t.Fatalf("links after the new spec was applied: %+v", resp)
+	}
+	enrolls, err := h.js.KeyValue(ctxT(t), subject.BucketEnrollments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en, _ := json.Marshal(node.Enrollment{ID: "n1", State: node.EnrollRevoked})
+	if _, err := enrolls.Put(ctxT(t), "n1", en); err != nil {
+		t.Fatal(err)
+	}
+	if resp = must[user.LinksResponse](h, subject.UsersLinks, user.LinksRequest{ID: u.ID}); len(resp.Links) != 0 {
+		t.Fatalf("links to a revoked node's server: %+v", resp)
 	}
 }

@@ -16,7 +16,8 @@ import (
 
 // Servers returns every server record, with its node's report, and the
 // groups of each node that runs one. Links are built from these records
-// only.
+// only. Servers of a revoked node are left out: it no longer receives
+// desired state, so nothing it serves can be trusted to be current.
 func (r *Registry) Servers(ctx context.Context) ([]server.Server, map[string][]string, error) {
 	lister, err := r.servers.ListKeys(ctx)
 	if err != nil {
@@ -41,12 +42,16 @@ func (r *Registry) Servers(ctx context.Context) ([]server.Server, map[string][]s
 			r.log.Error("decoding server", logkey.Server, k, logkey.Err, err)
 			continue
 		}
+		if _, ok := groups[s.Node]; !ok {
+			en, revoked := r.enrollment(ctx, s.Node)
+			if revoked {
+				continue
+			}
+			groups[s.Node] = en.Groups
+		}
 		s.Revision = e.Revision()
 		s.Status = servers.ReadStatus(ctx, r.status, s)
 		out = append(out, s)
-		if _, ok := groups[s.Node]; !ok {
-			groups[s.Node] = r.NodeGroups(ctx, s.Node)
-		}
 	}
 	return out, groups, nil
 }
@@ -57,16 +62,26 @@ func (r *Registry) Servers(ctx context.Context) ([]server.Server, map[string][]s
 // place node groups are resolved: listing, counting, job filters and
 // links all ask it.
 func (r *Registry) NodeGroups(ctx context.Context, id string) []string {
-	if id == "" {
-		return nil
-	}
-	e, err := r.enrolls.Get(ctx, id)
-	if err != nil {
-		return nil
-	}
-	var en node.Enrollment
-	if err := json.Unmarshal(e.Value(), &en); err != nil || !en.Active() {
+	en, revoked := r.enrollment(ctx, id)
+	if revoked {
 		return nil
 	}
 	return en.Groups
+}
+
+// enrollment reads a node's enrollment (zero when it has none) and whether
+// it is revoked.
+func (r *Registry) enrollment(ctx context.Context, id string) (node.Enrollment, bool) {
+	if id == "" {
+		return node.Enrollment{}, false
+	}
+	e, err := r.enrolls.Get(ctx, id)
+	if err != nil {
+		return node.Enrollment{}, false
+	}
+	var en node.Enrollment
+	if err := json.Unmarshal(e.Value(), &en); err != nil {
+		return node.Enrollment{}, false
+	}
+	return en, !en.Active()
 }
