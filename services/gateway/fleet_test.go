@@ -13,26 +13,12 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/api"
-	"github.com/vpnfleet/vpnfleet/services/users"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/natsauth"
-	"github.com/vpnfleet/vpnfleet/shared/natstest"
 	"github.com/vpnfleet/vpnfleet/shared/node"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/waitfor"
 )
-
-// fleetAuthority is what vpnd hands the users service so that it can sign
-// node credentials: the test server's trust, a connection of the system
-// account (revocations) and where agents reach NATS.
-func fleetAuthority(t testing.TB, ns *natstest.Server) *users.FleetAuthority {
-	t.Helper()
-	cred, err := ns.Trust().SystemCredential("test")
-	if err != nil {
-		t.Fatalf("minting a system credential: %v", err)
-	}
-	return &users.FleetAuthority{Trust: ns.Trust(), System: ns.ConnAs(t, cred), URLs: []string{ns.URL()}}
-}
 
 // TestNodeEnrollment drives a node's life through the API the way an
 // operator and a new host do: an admin adds it (the token decodes and is

@@ -23,6 +23,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/api"
 	"github.com/vpnfleet/vpnfleet/services/health"
 	"github.com/vpnfleet/vpnfleet/services/users"
+	"github.com/vpnfleet/vpnfleet/services/users/userstest"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/natstest"
@@ -141,7 +142,7 @@ func (h *harness) startUsersUnwaited() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	cfg := users.Defaults()
-	cfg.Fleet = fleetAuthority(h.t, h.ns)
+	cfg.Fleet = userstest.FleetAuthority(h.t, h.ns)
 	go func() { done <- users.Run(ctx, cfg, env) }()
 	var once sync.Once
 	h.t.Cleanup(func() {
@@ -346,15 +347,8 @@ func (h *harness) putServer(id, nodeID string) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	status, err := h.js.KeyValue(ctxT(h.t), subject.BucketServerStatus)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	st := server.Status{State: server.StateApplied, PublicHost: "203.0.113.7", AppliedRevision: rev, Spec: s.SpecKey(), Time: time.Now().UTC()}
-	data, _ = json.Marshal(st)
-	if _, err := status.Put(ctxT(h.t), subject.ServerStatusKey(nodeID, id), data); err != nil {
-		h.t.Fatal(err)
-	}
+	s.Revision = rev
+	natstest.ReportStatus(h.t, h.js, s, server.Status{State: server.StateApplied, PublicHost: "203.0.113.7"})
 }
 
 // doReader sends a body of unknown length (chunked).

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/vpnfleet/vpnfleet/services/users/internal/links"
 	"github.com/vpnfleet/vpnfleet/services/users/internal/serverkeys"
@@ -48,17 +47,16 @@ func (h *harness) serverEvents(id string) []event.Envelope {
 	return natstest.Events(h.t, h.js, subject.ServerEvent(id))
 }
 
-// reportStatus writes a server's status the way its agent does: into the
-// server_status bucket under "<node>.<server>", naming the spec applied.
-// It returns the revision of the server record the report is about.
+// reportStatus writes a server's status the way its agent does (into the
+// server_status bucket, naming the spec applied). It returns the revision
+// of the server record the report is about.
 func (h *harness) reportStatus(id string, st server.Status) uint64 {
 	h.t.Helper()
-	ctx := ctxT(h.t)
-	kv, err := h.js.KeyValue(ctx, subject.BucketServers)
+	kv, err := h.js.KeyValue(ctxT(h.t), subject.BucketServers)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	e, err := kv.Get(ctx, id)
+	e, err := kv.Get(ctxT(h.t), id)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -66,16 +64,9 @@ func (h *harness) reportStatus(id string, st server.Status) uint64 {
 	if err := json.Unmarshal(e.Value(), &s); err != nil {
 		h.t.Fatal(err)
 	}
-	st.AppliedRevision, st.Spec, st.Time = e.Revision(), s.SpecKey(), time.Now().UTC()
-	status, err := h.js.KeyValue(ctx, subject.BucketServerStatus)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	data, _ := json.Marshal(st)
-	if _, err := status.Put(ctx, subject.ServerStatusKey(s.Node, id), data); err != nil {
-		h.t.Fatal(err)
-	}
-	return e.Revision()
+	s.Revision = e.Revision()
+	natstest.ReportStatus(h.t, h.js, s, st)
+	return s.Revision
 }
 
 func applied(host string) server.Status {

@@ -7,23 +7,9 @@ import (
 	"testing"
 
 	"github.com/vpnfleet/vpnfleet/cli/internal/app"
-	"github.com/vpnfleet/vpnfleet/services/users"
 	"github.com/vpnfleet/vpnfleet/shared/natsauth"
-	"github.com/vpnfleet/vpnfleet/shared/natstest"
 	"github.com/vpnfleet/vpnfleet/shared/node"
 )
-
-// fleetAuthority is what vpnd hands the users service so that it can sign
-// node credentials: the test server's trust, a connection of the system
-// account (revocations) and where agents reach NATS.
-func fleetAuthority(t testing.TB, ns *natstest.Server) *users.FleetAuthority {
-	t.Helper()
-	cred, err := ns.Trust().SystemCredential("test")
-	if err != nil {
-		t.Fatalf("minting a system credential: %v", err)
-	}
-	return &users.FleetAuthority{Trust: ns.Trust(), System: ns.ConnAs(t, cred), URLs: []string{ns.URL()}}
-}
 
 // joinCommand finds the command `vpn nodes add` printed and returns the
 // token it passes.

@@ -20,6 +20,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/cli/internal/app"
 	"github.com/vpnfleet/vpnfleet/services/gateway"
 	"github.com/vpnfleet/vpnfleet/services/users"
+	"github.com/vpnfleet/vpnfleet/services/users/userstest"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/natstest"
 	"github.com/vpnfleet/vpnfleet/shared/node"
@@ -62,7 +63,7 @@ func newHarness(t testing.TB) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	ucfg := users.Defaults()
-	ucfg.Fleet = fleetAuthority(t, ns)
+	ucfg.Fleet = userstest.FleetAuthority(t, ns)
 	go func() { done <- users.Run(ctx, ucfg, env) }()
 	var once sync.Once
 	t.Cleanup(func() {
@@ -231,13 +232,6 @@ func (h *harness) applyServer(id string) {
 	if err := json.Unmarshal(e.Value(), &s); err != nil {
 		h.t.Fatal(err)
 	}
-	status, err := h.js.KeyValue(ctx, subject.BucketServerStatus)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	st := server.Status{State: server.StateApplied, PublicHost: "203.0.113.7", AppliedRevision: e.Revision(), Spec: s.SpecKey(), Time: time.Now().UTC()}
-	data, _ := json.Marshal(st)
-	if _, err := status.Put(ctx, subject.ServerStatusKey(s.Node, id), data); err != nil {
-		h.t.Fatal(err)
-	}
+	s.Revision = e.Revision()
+	natstest.ReportStatus(h.t, h.js, s, server.Status{State: server.StateApplied, PublicHost: "203.0.113.7"})
 }

@@ -4,6 +4,7 @@
 package userstest
 
 import (
+	"github.com/vpnfleet/vpnfleet/services/users"
 	"github.com/vpnfleet/vpnfleet/shared/natstest"
 
 	"bufio"
@@ -87,3 +88,15 @@ func (p *Process) Stop() {
 
 // PID is the process id, for benchmarks that read its memory.
 func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// FleetAuthority is what vpnd hands the users service (users.Config.Fleet)
+// so that it can sign node credentials, for a test server: its trust, a
+// connection of the system account (revocations) and where agents reach it.
+func FleetAuthority(tb testing.TB, ns *natstest.Server) *users.FleetAuthority {
+	tb.Helper()
+	cred, err := ns.Trust().SystemCredential("test")
+	if err != nil {
+		tb.Fatalf("minting a system credential: %v", err)
+	}
+	return &users.FleetAuthority{Trust: ns.Trust(), System: ns.ConnAs(tb, cred), URLs: []string{ns.URL()}}
+}

@@ -146,9 +146,23 @@ func (x *Index) RemoveUsage(id string) {
 // FollowUsage feeds the index's counters from a watch of the usage bucket
 // until ctx ends.
 func (x *Index) FollowUsage(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) error {
+	return follow(ctx, kv, func() { x.usageReadyOnce.Do(func() { close(x.usageReady) }) },
+		func(e jetstream.KeyValueEntry) {
+			var c user.Usage
+			if err := json.Unmarshal(e.Value(), &c); err != nil {
+				log.Error("indexing usage", logkey.User, e.Key(), logkey.Err, err)
+				return
+			}
+			x.PutUsage(e.Key(), c)
+		}, x.RemoveUsage)
+}
+
+// follow watches kv until ctx ends or the watch closes: put and del for
+// each entry, loaded once the snapshot has been delivered.
+func follow(ctx context.Context, kv jetstream.KeyValue, loaded func(), put func(jetstream.KeyValueEntry), del func(key string)) error {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
-		return errs.Wrap(errs.Unavailable, err, "watching usage")
+		return errs.Wrap(errs.Unavailable, err, "watching %s", kv.Bucket())
 	}
 	defer func() { _ = w.Stop() }()
 	for {
@@ -156,23 +170,16 @@ func (x *Index) FollowUsage(ctx context.Context, kv jetstream.KeyValue, log *slo
 		case <-ctx.Done():
 			return nil
 		case e, ok := <-w.Updates():
-			if !ok {
+			switch {
+			case !ok:
 				return nil
+			case e == nil:
+				loaded()
+			case e.Operation() == jetstream.KeyValuePut:
+				put(e)
+			default:
+				del(e.Key())
 			}
-			if e == nil {
-				x.usageReadyOnce.Do(func() { close(x.usageReady) })
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				x.RemoveUsage(e.Key())
-				continue
-			}
-			var c user.Usage
-			if err := json.Unmarshal(e.Value(), &c); err != nil {
-				log.Error("indexing usage", logkey.User, e.Key(), logkey.Err, err)
-				continue
-			}
-			x.PutUsage(e.Key(), c)
 		}
 	}
 }
@@ -197,38 +204,18 @@ func (x *Index) Ready() <-chan struct{} { return x.ready }
 // the current value of every user, then each change. decode turns a bucket
 // entry into a user.
 func (x *Index) Follow(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger, decode func(jetstream.KeyValueEntry) (user.User, error)) error {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return errs.Wrap(errs.Unavailable, err, "watching users")
-	}
-	defer func() { _ = w.Stop() }()
 	start := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if e == nil {
-				x.MarkReady()
-				log.Info("user index loaded", logkey.Count, x.Len(), logkey.Duration, time.Since(start))
-				continue
-			}
-			switch e.Operation() {
-			case jetstream.KeyValuePut:
-				u, err := decode(e)
-				if err != nil {
-					log.Error("indexing user", logkey.User, e.Key(), logkey.Err, err)
-					continue
-				}
-				x.Put(u)
-			default:
-				x.Remove(e.Key())
-			}
+	return follow(ctx, kv, func() {
+		x.MarkReady()
+		log.Info("user index loaded", logkey.Count, x.Len(), logkey.Duration, time.Since(start))
+	}, func(e jetstream.KeyValueEntry) {
+		u, err := decode(e)
+		if err != nil {
+			log.Error("indexing user", logkey.User, e.Key(), logkey.Err, err)
+			return
 		}
-	}
+		x.Put(u)
+	}, x.Remove)
 }
 
 // Match reports whether u passes filter f.

@@ -14,6 +14,7 @@
 package views
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -89,6 +90,8 @@ type Maintainer struct {
 	byID   map[string]map[string]bool
 	loaded map[string]bool
 	ready  chan struct{}
+	// nodeSet caches nodes(); a change of servers or enrollments drops it.
+	nodeSet map[string][]string
 }
 
 // New returns a maintainer over js.
@@ -231,6 +234,7 @@ func (m *Maintainer) reset() {
 	m.users, m.servers = map[string]userView{}, map[string]serverView{}
 	m.enrolls, m.actual = map[string]node.Enrollment{}, map[string]digest{}
 	m.byID, m.loaded = map[string]map[string]bool{}, map[string]bool{}
+	m.nodeSet = nil
 }
 
 // record takes one change into the state and returns the view keys whose
@@ -269,6 +273,7 @@ func (m *Maintainer) record(bucket string, e jetstream.KeyValueEntry) []string {
 		m.users[key] = viewOfUser(u)
 		return union(before, m.userKeys(key))
 	case subject.BucketServers:
+		m.nodeSet = nil
 		before := m.serverKeys(key)
 		if !put {
 			delete(m.servers, key)
@@ -286,6 +291,7 @@ func (m *Maintainer) record(bucket string, e jetstream.KeyValueEntry) []string {
 		m.servers[key] = viewOfServer(s)
 		return union(before, m.serverKeys(key), m.existing(key))
 	case subject.BucketEnrollments:
+		m.nodeSet = nil
 		if !put {
 			delete(m.enrolls, key)
 		} else {
@@ -342,6 +348,9 @@ func (m *Maintainer) existing(id string) []string {
 // revoked, and the nodes servers are placed on (a fleet from before
 // enrollments existed). Revoked nodes get none.
 func (m *Maintainer) nodes() map[string][]string {
+	if m.nodeSet != nil {
+		return m.nodeSet
+	}
 	out := map[string][]string{}
 	for _, s := range m.servers {
 		out[s.node] = nil
@@ -353,6 +362,7 @@ func (m *Maintainer) nodes() map[string][]string {
 			delete(out, id)
 		}
 	}
+	m.nodeSet = out
 	return out
 }
 
@@ -471,12 +481,10 @@ func viewOfServer(s server.Server) serverView {
 }
 
 // stripTrace returns a view value without its trace context, as its
-// fingerprint is taken.
+// fingerprint is taken (server views carry none and are returned as they
+// are).
 func stripTrace(data []byte) []byte {
-	var probe struct {
-		TraceParent string `json:"trace_parent"`
-	}
-	if json.Unmarshal(data, &probe) != nil || probe.TraceParent == "" {
+	if !bytes.Contains(data, []byte(`"trace_parent"`)) {
 		return data
 	}
 	var u user.User
