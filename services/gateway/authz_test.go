@@ -62,6 +62,7 @@ var rules = map[string]string{
 	"GET /api/v1/tokens":                            "admin",
 	"POST /api/v1/tokens":                           "admin",
 	"DELETE /api/v1/tokens/{id}":                    "admin",
+	"POST /api/v1/backup":                           "admin",
 }
 
 var rank = map[string]int{"public": 0, "viewer": 1, "operator": 2, "admin": 3}

@@ -50,6 +50,10 @@ type Config struct {
 	// when PublicURL is empty; anyone else's are ignored.
 	TrustedProxies []string `flag:"trusted-proxies" env:"VPN_GATEWAY_TRUSTED_PROXIES" help:"reverse proxies (CIDRs or IPs, comma-separated) whose X-Forwarded-Host and X-Forwarded-Proto set subscription URLs when --public-url is empty"`
 	AdminTokenFile string   `flag:"admin-token-file" env:"VPN_GATEWAY_ADMIN_TOKEN_FILE" help:"on first start (no token exists), create an admin token and write it to this file, 0600 (empty: do not)"`
+	// BackupTrustDir is the embedded NATS server's trust directory, which
+	// backups made through the API carry; vpnd sets it, a standalone
+	// gateway (whose NATS keeps its own trust) leaves it empty.
+	BackupTrustDir string
 }
 
 // Defaults returns the gateway's defaults.
@@ -167,6 +171,7 @@ func New(env svc.Env, cfg Config) *Gateway {
 		EventsPing:          cfg.EventsPing,
 		MaxStreamsPerToken:  cfg.MaxStreams,
 		AuditWindow:         cfg.AuditWindow,
+		BackupTrustDir:      cfg.BackupTrustDir,
 	})}
 }
 

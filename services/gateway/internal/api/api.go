@@ -69,6 +69,9 @@ type Config struct {
 	// AuditWindow is the window refusals are summarised over in the audit
 	// trail (<= 0: each refusal is recorded alone).
 	AuditWindow time.Duration
+	// BackupTrustDir is the embedded NATS server's trust directory that
+	// backups carry (vpnd sets it); empty: backups hold the streams only.
+	BackupTrustDir string
 }
 
 // Server is the API.

@@ -128,6 +128,11 @@ func (s *Server) table() []Route {
 			[]openapi.Param{{Name: "kind", Description: "comma-separated event kinds: " + joinKinds()}, {Name: "since", Type: "integer", Description: "stream sequence to resume after, like Last-Event-ID (0: from the oldest event kept)"}}),
 			Need: auth.Viewer, h: s.events},
 
+		// Backup: every secret of the installation, for admins only.
+		{Operation: withType(op("POST", v1+"/backup", "backup.create", "backup",
+			"a backup of every stream and bucket (and vpnd's NATS trust) as one file; restore it with `vpn backup restore`"), "application/octet-stream"),
+			Need: auth.Admin, h: s.backup},
+
 		// Tokens.
 		{Operation: withResp(op("GET", v1+"/tokens", "tokens.list", "tokens", "every API token (never the secret)"), TokenList{}), Need: auth.Admin, h: s.listTokens},
 		{Operation: withStatus(withReq(withResp(op("POST", v1+"/tokens", "tokens.create", "tokens", "create a token; the token is in this response only"), CreatedToken{}), CreateTokenRequest{}), http.StatusCreated), Need: auth.Admin, h: s.createToken},
