@@ -28,11 +28,13 @@ BENCHTIME ?= 1x
 
 # Xray-core is pinned by services/runtime-agent/go.mod (a tool directive) and
 # built from the module proxy; the image is FROM scratch, so neither needs a
-# registry.
+# registry. bin/xray is vpn-xray: that Xray-core with the session extension
+# (ends a user's open connections, counts traffic while it flows);
+# bin/xray-stock is the stock Xray-core, which the agent also drives.
 XRAY_VERSION = $(shell cd services/runtime-agent && $(GO) list -m -f '{{.Version}}' github.com/xtls/xray-core)
 XRAY_IMAGE  ?= vpnfleet/xray:$(XRAY_VERSION)
 
-.PHONY: all build run test bench lint fmt clean xray xray-image
+.PHONY: all build run test bench lint fmt clean xray xray-stock xray-image proto
 
 all: build
 
@@ -45,22 +47,38 @@ build:
 run: build xray
 	$(BIN)/vpnd $(ARGS)
 
-## xray: build the pinned Xray-core into bin/xray
+## xray: build vpn-xray (the pinned Xray-core with the session extension) into bin/xray
 xray:
 	@mkdir -p $(BIN)
-	cd services/runtime-agent && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/xray github.com/xtls/xray-core/main
+	cd services/runtime-agent && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/xray ./cmd/vpn-xray
+
+## xray-stock: build the stock pinned Xray-core into bin/xray-stock
+xray-stock:
+	@mkdir -p $(BIN)
+	cd services/runtime-agent && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/xray-stock github.com/xtls/xray-core/main
+
+## proto: regenerate the session extension's Go code from its .proto (needs protoc: apt-get install protobuf-compiler)
+PROTOC_GEN_GO      ?= google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC ?= google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+proto:
+	@mkdir -p $(BIN)/protoc-gen
+	GOBIN=$(BIN)/protoc-gen $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(BIN)/protoc-gen $(GO) install $(PROTOC_GEN_GO_GRPC)
+	cd services/runtime-agent/internal/xray/sessionpb && PATH=$(BIN)/protoc-gen:$$PATH protoc \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative sessions.proto
 
 ## xray-image: a local FROM-scratch image of bin/xray (tag $(XRAY_IMAGE))
 xray-image: xray
 	docker build -q -f deploy/xray.Dockerfile -t $(XRAY_IMAGE) $(BIN)
 
-## test: all modules, with the race detector (tests use bin/xray)
-test: xray
-	VPN_XRAY_BIN=$(BIN)/xray $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+## test: all modules, with the race detector (tests use bin/xray and bin/xray-stock)
+test: xray xray-stock
+	VPN_XRAY_BIN=$(BIN)/xray VPN_XRAY_STOCK_BIN=$(BIN)/xray-stock $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 ## bench: Go benchmarks of every module (results go to docs/BENCHMARKS.md by hand, with date and machine)
-bench: xray
-	VPN_XRAY_BIN=$(BIN)/xray $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -timeout 60m $(PKGS)
+bench: xray xray-stock
+	VPN_XRAY_BIN=$(BIN)/xray VPN_XRAY_STOCK_BIN=$(BIN)/xray-stock $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -timeout 60m $(PKGS)
 
 ## lint: go vet, gofmt and staticcheck over every module; fails on any finding
 lint:

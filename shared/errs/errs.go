@@ -95,6 +95,10 @@ const (
 	// CodeInvalidRecords: an import's records break rules; each field
 	// error names the record ("line 3: email").
 	CodeInvalidRecords = "invalid_records"
+	// CodeUnsupported: the engine serving a server lacks an optional
+	// capability the request needs (a stock Xray cannot end open
+	// sessions); the rest of the request was done.
+	CodeUnsupported = "unsupported"
 )
 
 // WithCode returns err carrying code, keeping its class, message, fields

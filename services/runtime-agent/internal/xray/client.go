@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray/sessionpb"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 )
 
@@ -59,9 +60,10 @@ const (
 // credentials: to change a user's credentials, remove it and add it again.
 type Client struct {
 	conn    *grpc.ClientConn
-	handler handlercmd.HandlerServiceClient
-	stats   statscmd.StatsServiceClient
-	log     *slog.Logger
+	handler  handlercmd.HandlerServiceClient
+	stats    statscmd.StatsServiceClient
+	sessions sessionpb.SessionServiceClient
+	log      *slog.Logger
 
 	// replaceMu serialises inbound replacements, which read, change and
 	// write a whole inbound and would lose each other's changes (and any
@@ -109,9 +111,10 @@ func NewClient(addr string, logger *slog.Logger) (*Client, error) {
 	}
 	return &Client{
 		conn:    conn,
-		handler: handlercmd.NewHandlerServiceClient(conn),
-		stats:   statscmd.NewStatsServiceClient(conn),
-		log:     logger,
+		handler:  handlercmd.NewHandlerServiceClient(conn),
+		stats:    statscmd.NewStatsServiceClient(conn),
+		sessions: sessionpb.NewSessionServiceClient(conn),
+		log:      logger,
 	}, nil
 }
 

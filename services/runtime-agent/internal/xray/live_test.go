@@ -117,6 +117,12 @@ func startServer(t testing.TB, allowPrivate bool) *server {
 // and waits until its API and inbounds answer.
 func runServer(t testing.TB, spec xray.Spec) *server {
 	t.Helper()
+	return runServerWith(t, xraytest.Binary(t), spec)
+}
+
+// runServerWith is runServer with the Xray binary bin.
+func runServerWith(t testing.TB, bin string, spec xray.Spec) *server {
+	t.Helper()
 	spec.APIListen = "127.0.0.1:" + strconv.Itoa(xraytest.FreePort(t))
 	cfg, err := xray.BuildConfig(spec)
 	if err != nil {
@@ -126,7 +132,7 @@ func runServer(t testing.TB, spec xray.Spec) *server {
 	for _, in := range spec.Inbounds {
 		wait = append(wait, net.JoinHostPort(in.Listen, strconv.Itoa(in.Port)))
 	}
-	proc := xraytest.Start(t, xraytest.Binary(t), cfg, wait...)
+	proc := xraytest.Start(t, bin, cfg, wait...)
 	api, err := xray.NewClient(spec.APIListen, testLogger(t))
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,8 @@ package xraytest
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -16,51 +18,92 @@ import (
 
 const (
 	xrayModule  = "github.com/xtls/xray-core"
-	xrayMainPkg = "github.com/xtls/xray-core/main"
 	agentModule = "github.com/vpnfleet/vpnfleet/services/runtime-agent"
 	// BinEnv names the environment variable that points tests at a
-	// prebuilt Xray binary (make xray exports it).
+	// prebuilt vpn-xray (make test sets it to bin/xray).
 	BinEnv = "VPN_XRAY_BIN"
+	// StockBinEnv names the environment variable that points tests at a
+	// prebuilt stock Xray (make test sets it to bin/xray-stock).
+	StockBinEnv = "VPN_XRAY_STOCK_BIN"
 )
 
+// The two builds: vpn-xray, the pinned Xray-core with the session
+// extension (what the product runs), and the stock Xray-core main.
 var (
-	buildOnce sync.Once
-	builtPath string
-	errBuild  error
+	extended = build{env: BinEnv, pkg: agentModule + "/cmd/vpn-xray", name: "vpn-xray",
+		sources: []string{"cmd/vpn-xray", "internal/xray/sessions", "internal/xray/sessionpb"}}
+	stock = build{env: StockBinEnv, pkg: xrayModule + "/main", name: "xray"}
 )
 
-// Binary returns the path of the Xray binary to test with. When VPN_XRAY_BIN
-// is set it must name an existing file (the test fails otherwise). When it is
-// not, Binary builds Xray from the version pinned in the agent's go.mod,
-// exactly as `make xray` does (CGO_ENABLED=0 go build -trimpath), once per
-// test binary, into a cache shared by all test binaries and runs
-// (os.UserCacheDir()/vpnfleet), so `go test` needs nothing installed by hand
-// and never skips.
+type build struct {
+	env     string
+	pkg     string
+	name    string
+	sources []string // directories of this module the build depends on
+
+	once sync.Once
+	path string
+	err  error
+}
+
+// Binary returns the path of the Xray the product runs, vpn-xray (the
+// pinned Xray-core with the session extension, cmd/vpn-xray). When
+// VPN_XRAY_BIN is set it must name an existing executable (the test fails
+// otherwise). When it is not, Binary builds it exactly as `make xray` does
+// (CGO_ENABLED=0 go build -trimpath), once per test binary, into a cache
+// shared by all test binaries and runs (os.UserCacheDir()/vpnfleet, keyed
+// by the versions and the extension's sources), so `go test` needs nothing
+// installed by hand and never skips.
 func Binary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv(BinEnv); p != "" {
+	return extended.get(t)
+}
+
+// StockBinary is Binary for the stock Xray-core of the pinned version,
+// without the session extension (VPN_XRAY_STOCK_BIN, or built like `make
+// xray-stock`).
+func StockBinary(t testing.TB) string {
+	t.Helper()
+	return stock.get(t)
+}
+
+func (b *build) get(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv(b.env); p != "" {
 		st, err := os.Stat(p)
 		if err != nil {
-			t.Fatalf("%s=%s: %v", BinEnv, p, err)
+			t.Fatalf("%s=%s: %v", b.env, p, err)
 		}
 		if st.IsDir() || st.Mode()&0o111 == 0 {
-			t.Fatalf("%s=%s: not an executable file", BinEnv, p)
+			t.Fatalf("%s=%s: not an executable file", b.env, p)
 		}
 		return p
 	}
-	buildOnce.Do(func() { builtPath, errBuild = buildCached() })
-	if errBuild != nil {
-		t.Fatalf("building xray: %v", errBuild)
+	b.once.Do(func() { b.path, b.err = b.buildCached() })
+	if b.err != nil {
+		t.Fatalf("building %s: %v", b.name, b.err)
 	}
-	return builtPath
+	return b.path
 }
 
-// buildCached builds Xray into the cache unless it is already there. A file
-// lock keeps concurrent test binaries from building at once, and the build
-// goes to a temporary name renamed into place, so a reader never sees half
-// a binary.
-func buildCached() (string, error) {
+// buildCached builds the binary into the cache unless it is already there.
+// A file lock keeps concurrent test binaries from building at once, and
+// the build goes to a temporary name renamed into place, so a reader never
+// sees half a binary.
+func (b *build) buildCached() (string, error) {
 	version, err := xrayVersion()
+	if err != nil {
+		return "", err
+	}
+	goBin, err := goCommand()
+	if err != nil {
+		return "", err
+	}
+	modDir, err := agentModuleDir(goBin)
+	if err != nil {
+		return "", err
+	}
+	digest, err := sourceDigest(modDir, b.sources)
 	if err != nil {
 		return "", err
 	}
@@ -72,7 +115,7 @@ func buildCached() (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("creating cache dir: %w", err)
 	}
-	name := fmt.Sprintf("xray-%s-%s-%s-%s", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	name := fmt.Sprintf("%s-%s-%s-%s-%s%s", b.name, version, runtime.Version(), runtime.GOOS, runtime.GOARCH, digest)
 	path := filepath.Join(dir, name)
 	unlock, err := lockFile(path + ".lock")
 	if err != nil {
@@ -90,19 +133,11 @@ func buildCached() (string, error) {
 	_ = tmp.Close()
 	defer os.Remove(tmpPath)
 
-	goBin, err := goCommand()
-	if err != nil {
-		return "", err
-	}
-	modDir, err := agentModuleDir(goBin)
-	if err != nil {
-		return "", err
-	}
-	cmd := exec.Command(goBin, "build", "-trimpath", "-o", tmpPath, xrayMainPkg)
+	cmd := exec.Command(goBin, "build", "-trimpath", "-o", tmpPath, b.pkg)
 	cmd.Dir = modDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("running go build %s in %s: %w\n%s", xrayMainPkg, modDir, err, out)
+		return "", fmt.Errorf("running go build %s in %s: %w\n%s", b.pkg, modDir, err, out)
 	}
 	if err := os.Chmod(tmpPath, 0o755); err != nil {
 		return "", fmt.Errorf("making xray executable: %w", err)
@@ -111,6 +146,33 @@ func buildCached() (string, error) {
 		return "", fmt.Errorf("moving xray into the cache: %w", err)
 	}
 	return path, nil
+}
+
+// sourceDigest hashes the files of the module directories dirs ("" when
+// there are none), so a cached build is rebuilt when they change.
+func sourceDigest(modDir string, dirs []string) (string, error) {
+	if len(dirs) == 0 {
+		return "", nil
+	}
+	h := sha256.New()
+	for _, d := range dirs {
+		entries, err := os.ReadDir(filepath.Join(modDir, d))
+		if err != nil {
+			return "", fmt.Errorf("hashing the sources of the xray build: %w", err)
+		}
+		for _, e := range entries {
+			if e.IsDir() || strings.HasSuffix(e.Name(), "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join(modDir, d, e.Name()))
+			if err != nil {
+				return "", fmt.Errorf("hashing the sources of the xray build: %w", err)
+			}
+			fmt.Fprintf(h, "%s/%s %d\n", d, e.Name(), len(b))
+			h.Write(b)
+		}
+	}
+	return "-" + hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
 // xrayVersion is the Xray-core version linked into this test binary, which

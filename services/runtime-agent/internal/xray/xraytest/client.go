@@ -1,13 +1,17 @@
 package xraytest
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/net/proxy"
@@ -189,4 +193,122 @@ func (c *Client) Get(ctx context.Context, url string) ([]byte, error) {
 		return nil, fmt.Errorf("fetching %s: status %s", url, resp.Status)
 	}
 	return body, nil
+}
+
+// Download is one GET through the tunnel over its own connection, read as
+// it comes: Received (every byte the tunnel delivered, headers included)
+// grows while it runs, Done is closed when it ends, and Err then says how
+// (nil: the whole body arrived and every byte was the stream's).
+type Download struct {
+	// Request is what was sent through the tunnel.
+	Request  string
+	received atomic.Int64
+	done     chan struct{}
+	err      error
+	cancel   context.CancelFunc
+}
+
+// StartDownload starts fetching path (a /stream path of StartHTTPTarget,
+// e.g. "/stream?n=1000&rate=0") from the target at base URL through c over
+// one new connection, with HTTP/1.0 so the server closes when done. It
+// checks every body byte against StreamByte. Stop it with Cancel (also done
+// in t.Cleanup).
+func (c *Client) StartDownload(t testing.TB, base, path string) *Download {
+	t.Helper()
+	return StartDownload(t, c.DialContext, base, path)
+}
+
+// DialFunc opens a TCP connection to addr through a tunnel.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// StartDownload is Client.StartDownload through any tunnel dial opens.
+func StartDownload(t testing.TB, dial DialFunc, base, path string) *Download {
+	t.Helper()
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("target url %q: %v", base, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Download{
+		Request: "GET " + path + " HTTP/1.0\r\nHost: " + u.Host + "\r\n\r\n",
+		done:    make(chan struct{}), cancel: cancel,
+	}
+	t.Cleanup(func() { cancel(); <-d.done })
+	go func() {
+		defer close(d.done)
+		d.err = d.run(ctx, dial, u.Host)
+	}()
+	return d
+}
+
+func (d *Download) run(ctx context.Context, dial DialFunc, host string) error {
+	conn, err := dial(ctx, "tcp", host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	if _, err := io.WriteString(conn, d.Request); err != nil {
+		return fmt.Errorf("sending the request: %w", err)
+	}
+	var (
+		head   []byte
+		body   int64 // body bytes checked
+		length int64 = -1
+		total  int64
+		buf    = make([]byte, 32<<10)
+	)
+	for {
+		n, rerr := conn.Read(buf)
+		total += int64(n)
+		d.received.Store(total)
+		chunk := buf[:n]
+		if length < 0 {
+			head = append(head, chunk...)
+			i := bytes.Index(head, []byte("\r\n\r\n"))
+			if i < 0 {
+				chunk = nil
+			} else {
+				resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head[:i+4])), nil)
+				if err != nil {
+					return fmt.Errorf("reading the response head: %w", err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || resp.ContentLength < 0 {
+					return fmt.Errorf("response %s, length %d", resp.Status, resp.ContentLength)
+				}
+				length = resp.ContentLength
+				chunk = head[i+4:]
+			}
+		}
+		for i, b := range chunk {
+			if b != StreamByte(body+int64(i)) {
+				return fmt.Errorf("body byte %d is wrong", body+int64(i))
+			}
+		}
+		body += int64(len(chunk))
+		if rerr != nil {
+			if rerr == io.EOF && length >= 0 && body == length {
+				return nil
+			}
+			return fmt.Errorf("after %d of %d body bytes: %w", body, length, rerr)
+		}
+	}
+}
+
+// Received is the number of bytes the tunnel delivered so far, response
+// head included.
+func (d *Download) Received() int64 { return d.received.Load() }
+
+// Done is closed when the download has ended.
+func (d *Download) Done() <-chan struct{} { return d.done }
+
+// Err is how the download ended; call it after Done.
+func (d *Download) Err() error { return d.err }
+
+// Cancel stops the download and waits for it to end.
+func (d *Download) Cancel() {
+	d.cancel()
+	<-d.done
 }

@@ -76,7 +76,9 @@ const TargetBody = "hello through the tunnel"
 // StartHTTPTarget starts a plain HTTP server on a loopback port, the site
 // tests fetch through a tunnel, and returns its base URL. "/" answers
 // TargetBody; "/bytes?n=N" answers N bytes, to move a known amount of
-// traffic. It is closed in t.Cleanup.
+// traffic; "/stream?n=N&rate=R" answers N bytes (up to 4 GiB) of
+// StreamByte at about R bytes per second (R=0: as fast as it can), a long
+// download over one connection. It is closed in t.Cleanup.
 func StartHTTPTarget(t testing.TB) string {
 	t.Helper()
 	mux := http.NewServeMux()
@@ -99,7 +101,50 @@ func StartHTTPTarget(t testing.TB) string {
 			n -= k
 		}
 	})
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		n, err1 := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		rate, err2 := strconv.ParseInt(r.URL.Query().Get("rate"), 10, 64)
+		if err1 != nil || err2 != nil || n < 0 || n > 4<<30 || rate < 0 {
+			http.Error(w, "n must be 0..4GiB and rate >= 0", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		streamBody(w, n, rate)
+	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// StreamByte is byte i of a /stream body, so a receiver can check every
+// byte it got.
+func StreamByte(i int64) byte { return byte(i % 251) }
+
+// streamBody writes n bytes of the stream to w, paced to rate bytes per
+// second when rate > 0 (the pace shapes the load; nothing waits on it).
+func streamBody(w http.ResponseWriter, n, rate int64) {
+	const chunk = 16 << 10
+	buf := make([]byte, chunk)
+	flusher, _ := w.(http.Flusher)
+	start := time.Now()
+	var sent int64
+	for sent < n {
+		k := min(n-sent, chunk)
+		for i := range k {
+			buf[i] = StreamByte(sent + i)
+		}
+		if _, err := w.Write(buf[:k]); err != nil {
+			return
+		}
+		sent += k
+		if flusher != nil {
+			flusher.Flush()
+		}
+		if rate > 0 {
+			due := start.Add(time.Duration(float64(sent) / float64(rate) * float64(time.Second)))
+			if d := time.Until(due); d > 0 {
+				time.Sleep(d)
+			}
+		}
+	}
 }
