@@ -39,6 +39,9 @@ type Env struct {
 	Now func() time.Time
 	// HTTP is the client used (a default one when nil).
 	HTTP *http.Client
+	// BackupWorkFactor is scrypt's work factor of encrypted backups (0:
+	// backup.DefaultWorkFactor); tests lower it.
+	BackupWorkFactor int
 }
 
 // UsageError is a command line that cannot be run as typed (exit code 2).
@@ -127,6 +130,7 @@ another gateway.`,
 	root.AddCommand(
 		a.loginCmd(), a.initCmd(), a.statusCmd(), a.versionCmd(),
 		a.usersCmd(), a.serversCmd(), a.nodesCmd(), a.eventsCmd(), a.tokensCmd(), a.jobsCmd(), a.alertsCmd(),
+		a.backupCmd(),
 	)
 	return root
 }
