@@ -7,11 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +25,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime/runtimetest"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray/xraytest"
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/linktest"
 	"github.com/vpnfleet/vpnfleet/services/users"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/event"
@@ -422,37 +421,14 @@ func (f *fleet) links(userID, srv string) map[user.Protocol]string {
 	return out
 }
 
-// outbound parses a client link (net/url) into the client side of it.
+// outbound parses a client link into the client side of it.
 func outbound(t testing.TB, link string) xraytest.Outbound {
 	t.Helper()
-	u, err := url.Parse(link)
+	ob, err := linktest.Outbound(link)
 	if err != nil {
-		t.Fatalf("parsing link %s: %v", link, err)
+		t.Fatal(err)
 	}
-	port, err := strconv.Atoi(u.Port())
-	if err != nil {
-		t.Fatalf("link %s: port: %v", link, err)
-	}
-	pass, _ := u.User.Password()
-	q := u.Query()
-	switch u.Scheme {
-	case "vless":
-		if q.Get("security") != "reality" {
-			t.Fatalf("link %s: security %q", link, q.Get("security"))
-		}
-		return xraytest.VLESSReality{
-			UUID: u.User.Username(), Host: u.Hostname(), Port: port, SNI: q.Get("sni"), PublicKey: q.Get("pbk"),
-			ShortID: q.Get("sid"), Fingerprint: q.Get("fp"), Flow: q.Get("flow"),
-		}
-	case "ss":
-		return xraytest.Shadowsocks2022{Method: u.User.Username(), Password: pass, Host: u.Hostname(), Port: port}
-	case "socks5":
-		return xraytest.SOCKS5{User: u.User.Username(), Pass: pass, Host: u.Hostname(), Port: port}
-	case "http":
-		return xraytest.HTTPProxy{User: u.User.Username(), Pass: pass, Host: u.Hostname(), Port: port}
-	}
-	t.Fatalf("link %s: unknown scheme", link)
-	return nil
+	return ob
 }
 
 // fetchOnce fetches the target through c over a new tunnel connection.
