@@ -14,6 +14,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/users"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/natsauth"
+	"github.com/vpnfleet/vpnfleet/shared/svc"
 )
 
 // Config is vpnd's configuration. Flags, env (VPN_*) and an optional TOML
@@ -30,8 +31,15 @@ type Config struct {
 	NATSAdvertise []string      `flag:"nats-advertise" env:"VPN_NATS_ADVERTISE" help:"host names or IPs other hosts dial to reach the embedded NATS server; its TLS certificate names them"`
 	SyncInterval  time.Duration `flag:"nats-sync-interval" env:"VPN_NATS_SYNC_INTERVAL" help:"embedded JetStream fsync interval; 0 syncs before every acknowledgement (durable)"`
 	Replicas      int           `flag:"replicas" env:"VPN_REPLICAS" help:"replicas of streams and buckets (1 here; 3 on a NATS cluster)"`
+	StartTimeout  time.Duration `flag:"start-timeout" env:"VPN_START_TIMEOUT" help:"how long start-up waits for NATS (--nats-url's first connection, provisioning), retrying with backoff, before it gives up"`
 	LogLevel      string        `flag:"log-level" env:"VPN_LOG_LEVEL" help:"debug, info, warn or error"`
 	OTLPEndpoint  string        `flag:"otlp-endpoint" env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP/HTTP trace endpoint (empty: tracing off)"`
+	// Scheduled backups: every BackupEvery into BackupDir, the newest
+	// BackupKeep kept (see shared/backup).
+	BackupDir            string        `flag:"backup-dir" env:"VPN_BACKUP_DIR" help:"write a backup of everything (streams, buckets, NATS trust) into this directory on a schedule (empty: no scheduled backups)"`
+	BackupEvery          time.Duration `flag:"backup-every" env:"VPN_BACKUP_EVERY" help:"interval of scheduled backups"`
+	BackupKeep           int           `flag:"backup-keep" env:"VPN_BACKUP_KEEP" help:"scheduled backups kept in --backup-dir; older ones are removed"`
+	BackupPassphraseFile string        `flag:"backup-passphrase-file" env:"VPN_BACKUP_PASSPHRASE_FILE" help:"encrypt scheduled backups with the passphrase in this file (empty: not encrypted)"`
 	// Agent is the local agent, which makes this host a node of the fleet.
 	Agent     bool         `flag:"agent" env:"VPN_AGENT" help:"run a local agent so this host serves VPN users too"`
 	AgentNode agent.Config // its flags: --node-id, --runtime, --public-addr, ...
@@ -55,18 +63,21 @@ type Config struct {
 // embedded NATS on 127.0.0.1:4222, durable sync.
 func Defaults() Config {
 	return Config{
-		DataDir:    "./data",
-		HTTPAddr:   "127.0.0.1:8080",
-		OpsAddr:    "127.0.0.1:9100",
-		NATSListen: "127.0.0.1:4222",
-		NATSTLS:    TLSAuto,
-		Replicas:   1,
-		LogLevel:   "info",
-		Agent:      true,
-		AgentNode:  localAgentDefaults(),
-		Health:     health.Defaults(),
-		Gateway:    gateway.Defaults(),
-		Users:      users.Defaults(),
+		DataDir:      "./data",
+		HTTPAddr:     "127.0.0.1:8080",
+		OpsAddr:      "127.0.0.1:9100",
+		NATSListen:   "127.0.0.1:4222",
+		NATSTLS:      TLSAuto,
+		Replicas:     1,
+		StartTimeout: svc.DefaultStartTimeout,
+		LogLevel:     "info",
+		BackupEvery:  24 * time.Hour,
+		BackupKeep:   7,
+		Agent:        true,
+		AgentNode:    localAgentDefaults(),
+		Health:       health.Defaults(),
+		Gateway:      gateway.Defaults(),
+		Users:        users.Defaults(),
 	}
 }
 
@@ -83,8 +94,20 @@ func (c *Config) Validate() error {
 	if c.SyncInterval < 0 {
 		fe = append(fe, errs.FieldError{Field: "nats_sync_interval", Rule: "must not be negative"})
 	}
+	if c.BackupDir != "" && c.BackupEvery < time.Second {
+		fe = append(fe, errs.FieldError{Field: "backup_every", Rule: "must be at least 1s"})
+	}
+	if c.BackupKeep < 1 {
+		fe = append(fe, errs.FieldError{Field: "backup_keep", Rule: "must be at least 1"})
+	}
+	if c.BackupPassphraseFile != "" && c.BackupDir == "" {
+		fe = append(fe, errs.FieldError{Field: "backup_passphrase_file", Rule: "needs backup_dir"})
+	}
 	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
 		fe = append(fe, errs.FieldError{Field: "replicas", Rule: "must be 1, 3 or 5"})
+	}
+	if c.StartTimeout <= 0 {
+		fe = append(fe, errs.FieldError{Field: "start_timeout", Rule: "must be positive"})
 	}
 	if c.NATSURL == "" && c.Replicas != 1 {
 		fe = append(fe, errs.FieldError{Field: "replicas", Rule: "must be 1 with the embedded NATS server (use --nats-url for a cluster)"})

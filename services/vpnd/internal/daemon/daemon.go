@@ -104,6 +104,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if gwCfg.AdminTokenFile == "" {
 		gwCfg.AdminTokenFile = filepath.Join(dataDir, gateway.AdminTokenFile)
 	}
+	gwCfg.BackupTrustDir = trustDir(cfg)
+	schedule, err := backupSchedule(cfg, env)
+	if err != nil {
+		return err
+	}
 	gw, err := gateway.Start(ctx, gwCfg, env)
 	if err != nil {
 		return err
@@ -126,6 +131,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	g.Go(func() error { return users.Run(gctx, usersCfg, env) })
 	g.Go(func() error { return health.Run(gctx, cfg.Health, env) })
+	if schedule != nil {
+		g.Go(func() error { return schedule.Run(gctx, nc) })
+	}
 	if cfg.Agent {
 		g.Go(func() error { return agent.Run(gctx, cfg.AgentNode, agentEnv) })
 	}
