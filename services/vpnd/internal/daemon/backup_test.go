@@ -303,7 +303,9 @@ func TestBackupRestoreServesTheSameUsers(t *testing.T) {
 		}
 	}
 	passed := 0
-	defer func() { t.Logf("backup of %d bytes (%d users); after restore %d sampled links passed traffic", len(data), n, passed) }()
+	defer func() {
+		t.Logf("backup of %d bytes (%d users); after restore %d sampled links passed traffic", len(data), n, passed)
+	}()
 	for _, name := range sample {
 		for _, l := range after.links[name] {
 			c := linktest.Start(t, xray, l.URL)
@@ -390,7 +392,7 @@ func opener(b []byte) backup.Opener {
 	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 }
 
-func mustRequest(t *testing.T, a api, method, path string) *http.Request {
+func mustRequest(t testing.TB, a api, method, path string) *http.Request {
 	t.Helper()
 	req, err := http.NewRequest(method, a.base+path, nil)
 	if err != nil {

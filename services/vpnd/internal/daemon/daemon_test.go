@@ -102,7 +102,7 @@ type instance struct {
 
 // start runs vpnd in-process on random ports over dataDir and waits for its
 // ready line. extra args come last.
-func start(t *testing.T, dataDir string, extra ...string) instance {
+func start(t testing.TB, dataDir string, extra ...string) instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
@@ -132,7 +132,7 @@ func start(t *testing.T, dataDir string, extra ...string) instance {
 	return instance{ready: r, stop: stop}
 }
 
-func get(t *testing.T, url string) int {
+func get(t testing.TB, url string) int {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -145,7 +145,7 @@ func get(t *testing.T, url string) int {
 
 // waitReady waits until the gateway's /readyz answers 200: it does once the
 // services behind it answer real requests, a moment after the ready line.
-func waitReady(t *testing.T, gatewayURL string) {
+func waitReady(t testing.TB, gatewayURL string) {
 	t.Helper()
 	waitfor.Cond(t, 20*time.Second, func() error {
 		if code := get(t, gatewayURL+"/readyz"); code != http.StatusOK {

@@ -48,7 +48,7 @@ func xrayBinary(t *testing.T) string {
 
 // api calls the gateway as the first admin.
 type api struct {
-	t     *testing.T
+	t     testing.TB
 	base  string
 	token string
 }
