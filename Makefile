@@ -33,8 +33,15 @@ BENCHTIME ?= 1x
 # bin/xray-stock is the stock Xray-core, which the agent also drives.
 XRAY_VERSION = $(shell cd services/runtime-agent && $(GO) list -m -f '{{.Version}}' github.com/xtls/xray-core)
 XRAY_IMAGE  ?= vpnfleet/xray:$(XRAY_VERSION)
+# The images of deploy/ (FROM scratch, non-root, with Xray and a CA bundle);
+# docker-compose.yml runs $(VPND_IMAGE).
+VPND_IMAGE  ?= vpnfleet/vpnd:local
+AGENT_IMAGE ?= vpnfleet/vpn-agent:local
+# The CA bundle the images carry (HTTPS notifiers, OTLP, TLS to NATS),
+# copied from the build host.
+CA_BUNDLE   ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build run test bench lint fmt clean xray xray-stock xray-image proto
+.PHONY: all build run test bench lint fmt clean xray xray-stock xray-image proto image agent-image ca-bundle tools
 
 all: build
 
@@ -71,6 +78,27 @@ proto:
 ## xray-image: a local FROM-scratch image of bin/xray (tag $(XRAY_IMAGE))
 xray-image: xray
 	docker build -q -f deploy/xray.Dockerfile -t $(XRAY_IMAGE) $(BIN)
+
+## image: the vpnd image with Xray (deploy/vpnd.Dockerfile, tag $(VPND_IMAGE)), which docker-compose.yml runs
+image: build xray ca-bundle
+	docker build -q -f deploy/vpnd.Dockerfile -t $(VPND_IMAGE) .
+
+## agent-image: the vpn-agent image with Xray (deploy/agent.Dockerfile, tag $(AGENT_IMAGE))
+agent-image: build xray ca-bundle
+	docker build -q -f deploy/agent.Dockerfile -t $(AGENT_IMAGE) .
+
+## ca-bundle: the build host's CA certificates into bin/, for the images
+ca-bundle:
+	@mkdir -p $(BIN)
+	@test -s $(CA_BUNDLE) || { echo "no CA bundle at $(CA_BUNDLE): install ca-certificates or set CA_BUNDLE"; exit 1; }
+	cp $(CA_BUNDLE) $(BIN)/ca-certificates.crt
+
+## tools: what tests need besides Go and Docker, installed with apt-get when missing: systemd-analyze and systemd-sysusers (package systemd; the deploy/systemd tests), docker-compose where a Docker engine answers (the compose test); .ci/run runs it
+tools:
+	@command -v systemd-analyze >/dev/null 2>&1 && command -v systemd-sysusers >/dev/null 2>&1 || { \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd; }
+	@if docker info >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-compose; fi
 
 ## test: all modules, with the race detector (tests use bin/xray and bin/xray-stock)
 test: xray xray-stock
