@@ -199,12 +199,40 @@ func (a *Agent) newReconciler() (*reconcile.Reconciler, error) {
 	bin := xrayBinary(a.cfg.XrayBin)
 	if bin == "" {
 		a.log.Warn("no xray binary found: set --xray-bin (servers on the process runtime cannot start)")
+	} else {
+		a.node.Capabilities = append(a.node.Capabilities, a.xrayCapabilities(bin)...)
 	}
 	return reconcile.New(reconcile.Config{
 		Node: a.node.ID, PublicHost: a.node.PublicAddr, DataDir: dir,
 		XrayBin: bin, XrayImage: image, AllowPrivateNetworks: a.cfg.AllowPrivateNetworks,
 		DriftInterval: a.cfg.DriftInterval, Retiring: a.usage.retiring, Log: a.log,
 	}, a.rt, reconcile.KVStatus{JS: a.env.JS}, a.enqueueEvent)
+}
+
+// Capabilities of the node's Xray, in the node record.
+const (
+	// CapCutSessions: a user removed from a server (disabled, limited,
+	// expired, deleted, moved, credentials changed) loses the connections
+	// it has open, not only new ones.
+	CapCutSessions = "cut_sessions"
+	// CapLiveUsage: traffic is counted while a connection is open, not
+	// when it closes.
+	CapLiveUsage = "live_usage"
+)
+
+// xrayCapabilities probes the Xray executable bin for the session
+// extension and says loudly when it is missing.
+func (a *Agent) xrayCapabilities(bin string) []string {
+	ok, err := xray.HasSessionExtension(context.Background(), bin)
+	switch {
+	case err != nil:
+		a.log.Warn("cannot tell whether xray can end sessions", logkey.Path, bin, logkey.Err, err)
+		return nil
+	case !ok:
+		a.log.Warn("this xray is a stock build: removed users keep the connections they have open, and long transfers are counted when they end; build vpn-xray with `make xray`", logkey.Path, bin)
+		return nil
+	}
+	return []string{CapCutSessions, CapLiveUsage}
 }
 
 // DefaultXrayImage is the image container runtimes run Xray from unless

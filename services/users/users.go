@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -228,32 +229,101 @@ func run(ctx context.Context, cfg Config, env svc.Env) error {
 	return err
 }
 
-// enforce settles every user whose expiry, quota or reset is due, every
-// interval, until ctx ends. Replicas may do it at once: the writes are
+// enforce settles every user whose expiry, quota or reset is due, until
+// ctx ends. It scans every user every interval, and in between wakes at the
+// next expiry or reset it knows of (from the last scan and from every user
+// put into the index since), so a user expires when due, not up to an
+// interval later. Replicas may do it at once: the writes are
 // compare-and-set, so each change happens once.
 func enforce(ctx context.Context, reg *registry.Registry, idx *index.Index, every time.Duration, log *slog.Logger) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
+	var due dueAt
+	due.wake = make(chan struct{}, 1)
+	idx.OnPut(func(u user.User) { due.offer(registry.NextDue(u, time.Now())) })
+	scanned := time.Time{}
 	for {
+		now := time.Now()
+		if scanned.IsZero() || !now.Before(scanned.Add(every)) || (due.passed(now) && !now.Before(scanned.Add(enforceGap))) {
+			due.clear()
+			scanned = now
+			idx.Each(func(u user.User) bool {
+				if ctx.Err() != nil {
+					return false
+				}
+				if !registry.Due(u, now) {
+					due.offer(registry.NextDue(u, now))
+					return true
+				}
+				if _, err := reg.Enforce(ctx, u.ID); err != nil && ctx.Err() == nil {
+					log.Warn("enforcing limits", logkey.User, u.ID, logkey.Err, err)
+				}
+				return true
+			})
+		}
+		wait := time.Until(scanned.Add(every))
+		if next := due.next(); !next.IsZero() {
+			// At most one scan per enforceGap for due moments, however
+			// many users fall due one after another.
+			wait = min(wait, max(time.Until(next), time.Until(scanned.Add(enforceGap))))
+		}
+		t := time.NewTimer(max(wait, 0))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
 		case <-t.C:
+		case <-due.wake:
+			t.Stop()
 		}
-		now := time.Now()
-		idx.Each(func(u user.User) bool {
-			if ctx.Err() != nil {
-				return false
-			}
-			if !registry.Due(u, now) {
-				return true
-			}
-			if _, err := reg.Enforce(ctx, u.ID); err != nil && ctx.Err() == nil {
-				log.Warn("enforcing limits", logkey.User, u.ID, logkey.Err, err)
-			}
-			return true
-		})
 	}
+}
+
+// enforceGap is the least time between two scans the enforcer makes for a
+// due expiry or reset: the bound on how late one is enforced.
+const enforceGap = 250 * time.Millisecond
+
+// dueAt is the earliest moment some user's limits fall due, as far as the
+// enforcer knows.
+type dueAt struct {
+	mu   sync.Mutex
+	at   time.Time
+	wake chan struct{} // poked when at moves earlier
+}
+
+// offer makes t the earliest due moment if it is earlier (zero is none).
+func (d *dueAt) offer(t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	d.mu.Lock()
+	earlier := d.at.IsZero() || t.Before(d.at)
+	if earlier {
+		d.at = t
+	}
+	d.mu.Unlock()
+	if earlier {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (d *dueAt) next() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.at
+}
+
+func (d *dueAt) passed(now time.Time) bool {
+	next := d.next()
+	return !next.IsZero() && !now.Before(next)
+}
+
+// clear forgets the due moment before a scan, which finds it again.
+func (d *dueAt) clear() {
+	d.mu.Lock()
+	d.at = time.Time{}
+	d.mu.Unlock()
 }
 
 // FleetAuthority is what signs node credentials (see Config.Fleet).

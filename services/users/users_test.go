@@ -558,3 +558,23 @@ func TestBadUsageRecordsAreRefusedAndCountedNowhere(t *testing.T) {
 		t.Fatalf("after the refused records: %+v, %s", u.Usage, u.Status)
 	}
 }
+
+// TestExpiryIsEnforcedWhenDue: with a full scan only every hour, a user
+// still expires when its time comes (the enforcer wakes at the next
+// expiry it knows of, including users created after its last scan), and
+// the delay is bounded by the enforcer's gap, not the scan interval.
+func TestExpiryIsEnforcedWhenDue(t *testing.T) {
+	h := newHarness(t)
+	h.cfg.EnforceInterval = time.Hour
+	h.start()
+	for _, in := range []time.Duration{1500 * time.Millisecond, 800 * time.Millisecond} {
+		at := time.Now().Add(in)
+		u := must[user.User](h, subject.UsersCreate, user.CreateRequest{Name: fmt.Sprintf("exp-%d", in.Milliseconds()), ExpiresAt: at})
+		e := h.waitEvent(u.ID, event.UserStatusChanged, nil)
+		late := e.User.UpdatedAt.Sub(at)
+		if e.User.Status != user.StatusExpired || late < 0 {
+			t.Fatalf("expiry event %+v at %s, due %s", e, e.User.UpdatedAt, at)
+		}
+		t.Logf("expired %s after it was due", late)
+	}
+}

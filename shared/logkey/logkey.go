@@ -52,6 +52,7 @@ const (
 	KnownUsers = "known_users"
 	Added      = "added"
 	Removed    = "removed"
+	Sessions   = "sessions"
 	ConfigHash = "config_hash"
 	Revision   = "revision"
 	// Holder is the holder of a lease, From and To the two ends of a change.

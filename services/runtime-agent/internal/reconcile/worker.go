@@ -56,6 +56,12 @@ type worker struct {
 	// statusDue holds a status to record that could not be yet (NATS
 	// down); it is retried with the rest.
 	statusDue *statusReport
+	// toCut holds users removed from the current Xray whose open sessions
+	// are still to be ended (a failed cut is retried with the rest).
+	toCut map[string]struct{}
+	// noSessionControl is the instance found unable to end sessions (a
+	// stock Xray), so that it is said once, not on every removal.
+	noSessionControl string
 }
 
 // instance is the Xray the worker runs.
@@ -316,6 +322,8 @@ func (w *worker) inspect(ctx context.Context) (bool, error) {
 func (w *worker) setInstance(in *instance) {
 	if w.cur != nil && (in == nil || w.cur.client != in.client) {
 		_ = w.cur.client.Close()
+		// The sessions to cut were the old instance's.
+		clear(w.toCut)
 	}
 	w.cur = in
 	var rs *RunningServer
@@ -390,6 +398,13 @@ func (w *worker) syncSome(ctx context.Context, ids map[string]struct{}) error {
 // credentials) then one batch of additions.
 func (w *worker) apply(ctx context.Context, desired map[string]map[string]desiredUser, only map[string]struct{}) error {
 	var errList []error
+	if w.toCut == nil {
+		w.toCut = map[string]struct{}{}
+	}
+	// Cuts that failed before are retried first.
+	if err := w.cutSessions(ctx); err != nil {
+		errList = append(errList, err)
+	}
 	for _, in := range w.cur.spec.Inbounds {
 		want := desired[in.Tag]
 		ap := w.applied.inbound(in.Tag)
@@ -432,8 +447,15 @@ func (w *worker) apply(ctx context.Context, desired map[string]map[string]desire
 			}
 			for _, id := range removes {
 				delete(ap, id)
+				w.toCut[id] = struct{}{}
 			}
 			w.unsaved = true
+			// End the removed users' open sessions before anyone is
+			// added: a user whose credentials changed comes back only
+			// with the new ones.
+			if err := w.cutSessions(ctx); err != nil {
+				errList = append(errList, err)
+			}
 		}
 		if len(adds) > 0 {
 			if err := w.cur.client.AddUsers(ctx, in, adds); err != nil {
@@ -450,6 +472,37 @@ func (w *worker) apply(ctx context.Context, desired map[string]map[string]desire
 		}
 	}
 	return errors.Join(errList...)
+}
+
+// cutSessions ends the open sessions of the users in toCut, which were
+// removed from Xray: their new connections are refused already, but
+// connections opened before keep running until they are cut. An Xray
+// without the session extension (a stock build) cannot: that is logged
+// once per instance (the node record says it too) and the users are let
+// go; any other failure keeps them for the next try.
+func (w *worker) cutSessions(ctx context.Context) error {
+	if len(w.toCut) == 0 || w.cur == nil {
+		return nil
+	}
+	ids := make([]string, 0, len(w.toCut))
+	for id := range w.toCut {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	closed, err := w.cur.client.CutUsers(ctx, ids)
+	switch {
+	case errs.CodeOf(err) == errs.CodeUnsupported:
+		if w.noSessionControl != w.cur.id() {
+			w.noSessionControl = w.cur.id()
+			w.log.Warn("this xray cannot end open sessions: removed users keep the connections they have until their clients close them (run vpn-xray, `make xray`)", logkey.Err, err)
+		}
+	case err != nil:
+		return fmt.Errorf("ending the sessions of %d removed users: %w", len(ids), err)
+	case closed > 0:
+		w.log.Info("sessions of removed users ended", logkey.Removed, len(ids), logkey.Sessions, closed)
+	}
+	clear(w.toCut)
+	return nil
 }
 
 // save records what was applied, if it changed.

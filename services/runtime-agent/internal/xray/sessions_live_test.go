@@ -96,7 +96,7 @@ func TestCutUsersEndsOnlyTheirSessions(t *testing.T) {
 				t.Fatalf("CutUsers = %d, %v; want 1 session closed", closed, err)
 			}
 			waitDone(t, long, 10*time.Second, "the cut download")
-			t.Logf("%s: cut after %d bytes, connection ended %s after the cut was asked", tag, long.Received(), time.Since(start))
+			t.Logf("%s: cut after %d bytes, connection ended %s after the cut was asked", tag, long.Received(), long.Ended().Sub(start))
 			if long.Err() == nil {
 				t.Fatal("the cut download completed")
 			}

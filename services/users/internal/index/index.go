@@ -72,6 +72,17 @@ type Index struct {
 	// usageReady is closed once the usage bucket's snapshot is loaded.
 	usageReady     chan struct{}
 	usageReadyOnce sync.Once
+	// onPut, when set, sees every user put (the limits enforcer schedules
+	// the user's next expiry from it).
+	onPut func(user.User)
+}
+
+// OnPut makes fn see every user put into the index from now on, after it
+// is in. Call it before the index is filled.
+func (x *Index) OnPut(fn func(user.User)) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.onPut = fn
 }
 
 // New returns an empty index.
@@ -91,10 +102,10 @@ func New() *Index {
 func (x *Index) Put(u user.User) {
 	e := &entry{u: &u, lname: strings.ToLower(u.Name), created: u.CreatedAt.UnixNano()}
 	x.mu.Lock()
-	defer x.mu.Unlock()
 	u.Usage = x.usage[u.ID]
 	if old, ok := x.byID[u.ID]; ok {
 		if old.u.Revision > u.Revision {
+			x.mu.Unlock()
 			return
 		}
 		x.byName.Delete(old)
@@ -103,6 +114,11 @@ func (x *Index) Put(u user.User) {
 	x.byID[u.ID] = e
 	x.byName.ReplaceOrInsert(e)
 	x.byCreated.ReplaceOrInsert(e)
+	onPut := x.onPut
+	x.mu.Unlock()
+	if onPut != nil {
+		onPut(u)
+	}
 }
 
 // Remove drops a user.

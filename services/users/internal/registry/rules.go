@@ -86,6 +86,32 @@ func Settle(u *user.User, now time.Time) Outcome {
 	return out
 }
 
+// NextDue is the first moment after now at which Settle would change u
+// without any new traffic: its expiry or its next periodic reset. It is
+// zero when there is none (or when Settle would change u already).
+func NextDue(u user.User, now time.Time) time.Time {
+	var next time.Time
+	earlier := func(t time.Time) {
+		if t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	last := u.Usage.ResetAt
+	if last.IsZero() {
+		last = u.CreatedAt
+	}
+	if t, ok := NextReset(u.LimitReset, last); ok {
+		earlier(t)
+	}
+	switch u.Status {
+	case user.StatusActive, user.StatusLimited:
+		if !u.ExpiresAt.IsZero() {
+			earlier(u.ExpiresAt)
+		}
+	}
+	return next
+}
+
 // ApplyDelta adds one user's traffic from window of node to u, unless u
 // already counted that window (or a later one) from node; it reports
 // whether it applied. The first traffic starts an on_hold user's clock.

@@ -80,3 +80,44 @@ func TestApplyDeltaCountsEachWindowOnce(t *testing.T) {
 		t.Fatal("ApplyDelta changed the original's windows map")
 	}
 }
+
+func TestNextDue(t *testing.T) {
+	now := time.Date(2026, 5, 10, 12, 0, 0, 0, time.UTC)
+	created := now.Add(-time.Hour)
+	cases := []struct {
+		name string
+		u    user.User
+		want time.Time
+	}{
+		{"nothing due", user.User{Status: user.StatusActive, CreatedAt: created, LimitReset: user.ResetNone}, time.Time{}},
+		{"expiry", user.User{Status: user.StatusActive, CreatedAt: created, ExpiresAt: now.Add(time.Minute)}, now.Add(time.Minute)},
+		{"limited user's expiry", user.User{Status: user.StatusLimited, CreatedAt: created, TrafficLimitBytes: 10, Usage: user.Usage{UsedDown: 20}, ExpiresAt: now.Add(time.Minute)}, now.Add(time.Minute)},
+		{"expiry passed: due already, not later", user.User{Status: user.StatusActive, CreatedAt: created, ExpiresAt: now.Add(-time.Minute)}, time.Time{}},
+		{"disabled users do not expire", user.User{Status: user.StatusDisabled, CreatedAt: created, ExpiresAt: now.Add(time.Minute)}, time.Time{}},
+		{"reset before expiry", user.User{Status: user.StatusActive, CreatedAt: created, LimitReset: user.ResetDay, ExpiresAt: now.Add(48 * time.Hour)}, mustNextReset(t, user.ResetDay, created)},
+	}
+	for _, c := range cases {
+		if got := registry.NextDue(c.u, now); !got.Equal(c.want) {
+			t.Errorf("%s: NextDue = %s, want %s", c.name, got, c.want)
+		}
+		// Whatever NextDue names, Settle changes the user at that moment
+		// and not a nanosecond before.
+		if next := registry.NextDue(c.u, now); !next.IsZero() {
+			if before := c.u; registry.Settle(&before, next.Add(-time.Nanosecond)).Changed() {
+				t.Errorf("%s: Settle changes the user before NextDue", c.name)
+			}
+			if at := c.u; !registry.Settle(&at, next).Changed() {
+				t.Errorf("%s: Settle does not change the user at NextDue", c.name)
+			}
+		}
+	}
+}
+
+func mustNextReset(t *testing.T, r user.LimitReset, last time.Time) time.Time {
+	t.Helper()
+	next, ok := registry.NextReset(r, last)
+	if !ok {
+		t.Fatalf("no next reset for %s", r)
+	}
+	return next
+}

@@ -90,9 +90,8 @@ func Install(cfg *core.Config) error {
 	return nil
 }
 
-// VersionMarker is the line `vpn-xray version` prints after Xray's own:
-// the agent looks for it to know a binary carries this extension.
-const VersionMarker = "vpnfleet extensions: sessions"
+// VersionMarker is the line `vpn-xray version` prints after Xray's own.
+const VersionMarker = sessionpb.VersionMarker
 
 func init() {
 	common.Must(common.RegisterConfig((*sessionpb.Config)(nil), func(ctx context.Context, config any) (any, error) {
