@@ -59,7 +59,7 @@ const (
 // removing one that is not both succeed. Adding does not compare
 // credentials: to change a user's credentials, remove it and add it again.
 type Client struct {
-	conn    *grpc.ClientConn
+	conn     *grpc.ClientConn
 	handler  handlercmd.HandlerServiceClient
 	stats    statscmd.StatsServiceClient
 	sessions sessionpb.SessionServiceClient
@@ -110,7 +110,7 @@ func NewClient(addr string, logger *slog.Logger) (*Client, error) {
 		return nil, fmt.Errorf("creating xray api client for %s: %w", addr, err)
 	}
 	return &Client{
-		conn:    conn,
+		conn:     conn,
 		handler:  handlercmd.NewHandlerServiceClient(conn),
 		stats:    statscmd.NewStatsServiceClient(conn),
 		sessions: sessionpb.NewSessionServiceClient(conn),
