@@ -237,7 +237,9 @@ func RestoreDataDir(ctx context.Context, dir string, open Opener, opts RestoreOp
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	srv, err := natsserver.Start(natsserver.Config{DataDir: abs, ServerName: "vpnd-restore", Trust: trust}, log)
+	// No fsync per message while restoring: the server flushes at its
+	// shutdown, and a restore cut short is redone whole anyway.
+	srv, err := natsserver.Start(natsserver.Config{DataDir: abs, ServerName: "vpnd-restore", Trust: trust, SyncInterval: time.Minute}, log)
 	if err != nil {
 		return Manifest{}, err
 	}
