@@ -225,9 +225,9 @@ func (c *Client) alter(ctx context.Context, tag string, op proto.Message) error 
 }
 
 // RemoveUser removes the user with this id from the inbound in (tag and
-// protocol count). A user that is not there is success. Connections the
-// user has open are not cut; new ones fail. Xray keeps the user's traffic
-// counters.
+// protocol count). A user that is not there is success. New connections
+// of the user fail; the ones it has open run on until CutUsers ends them.
+// Xray keeps the user's traffic counters.
 func (c *Client) RemoveUser(ctx context.Context, in Inbound, id string) error {
 	if id == placeholderID {
 		return errs.Field("id", "is reserved")

@@ -162,6 +162,59 @@ func StartClient(t testing.TB, bin string, ob Outbound) *Client {
 	return &Client{Process: Start(t, bin, cfg, addr), SOCKSAddr: addr}
 }
 
+// StartClients starts one Xray client process for many outbounds: each
+// gets its own SOCKS5 inbound on a free loopback port, routed to it alone.
+// It is how a test runs hundreds of clients without hundreds of processes.
+func StartClients(t testing.TB, bin string, obs []Outbound) []*Client {
+	t.Helper()
+	var (
+		inbounds, outbounds, rules []any
+		addrs                      []string
+	)
+	for i, ob := range obs {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+		addrs = append(addrs, addr)
+		in, out := fmt.Sprintf("in-%d", i), fmt.Sprintf("out-%d", i)
+		inbounds = append(inbounds, map[string]any{
+			"tag": in, "listen": "127.0.0.1", "port": mustPort(t, addr), "protocol": "socks",
+			"settings": map[string]any{"auth": "noauth", "udp": false},
+		})
+		o := ob.outbound()
+		o["tag"] = out
+		outbounds = append(outbounds, o)
+		rules = append(rules, map[string]any{"type": "field", "inboundTag": []string{in}, "outboundTag": out})
+	}
+	cfg, err := json.Marshal(map[string]any{
+		"log":       map[string]any{"loglevel": "warning", "access": "none"},
+		"inbounds":  inbounds,
+		"outbounds": outbounds,
+		"routing":   map[string]any{"rules": rules},
+		"policy":    map[string]any{"levels": map[string]any{"0": map[string]any{"uplinkOnly": 0, "downlinkOnly": 0}}},
+	})
+	if err != nil {
+		t.Fatalf("writing clients config: %v", err)
+	}
+	proc := Start(t, bin, cfg, addrs...)
+	out := make([]*Client, len(obs))
+	for i, addr := range addrs {
+		out[i] = &Client{Process: proc, SOCKSAddr: addr}
+	}
+	return out
+}
+
+func mustPort(t testing.TB, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // DialContext opens a TCP connection to addr through the tunnel.
 func (c *Client) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	d, err := proxy.SOCKS5("tcp", c.SOCKSAddr, nil, &net.Dialer{})

@@ -149,3 +149,6 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// PID is the Xray process's id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
