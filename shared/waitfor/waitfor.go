@@ -14,8 +14,15 @@ const Interval = 10 * time.Millisecond
 // the last error.
 func Cond(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
+	CondEvery(t, timeout, Interval, cond)
+}
+
+// CondEvery is Cond polling every interval, for conditions that are
+// costly to ask (each poll starts a docker command, say).
+func CondEvery(t testing.TB, timeout, interval time.Duration, cond func() error) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(Interval)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		err := cond()

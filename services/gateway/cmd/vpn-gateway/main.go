@@ -24,6 +24,9 @@ func main() { lifecycle.Main("vpn-gateway", run) }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	c := cfg{Svc: svc.Defaults("127.0.0.1:9101"), Gateway: gateway.Defaults()}
+	if ok, err := svc.Healthcheck(ctx, "vpn-gateway", &c, func() string { return c.Svc.OpsAddr }, args, getenv, stdout); ok {
+		return err
+	}
 	if err := config.Load("vpn-gateway", &c, args, getenv, stdout); err != nil {
 		return err
 	}

@@ -25,6 +25,9 @@ func main() { lifecycle.Main("vpn-health", run) }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	c := cfg{Svc: svc.Defaults("127.0.0.1:9103"), Health: health.Defaults()}
+	if ok, err := svc.Healthcheck(ctx, "vpn-health", &c, func() string { return c.Svc.OpsAddr }, args, getenv, stdout); ok {
+		return err
+	}
 	if err := config.Load("vpn-health", &c, args, getenv, stdout); err != nil {
 		return err
 	}

@@ -42,6 +42,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// Agents hold per-node credentials that may not create streams: the
 	// control plane provisions.
 	c.Svc.Provision = false
+	if ok, err := svc.Healthcheck(ctx, "vpn-agent", &c, func() string { return c.Svc.OpsAddr }, args, getenv, stdout); ok {
+		return err
+	}
 	if err := config.Load("vpn-agent", &c, args, getenv, stdout); err != nil {
 		return err
 	}

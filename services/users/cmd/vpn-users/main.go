@@ -31,6 +31,9 @@ func main() { lifecycle.Main("vpn-users", run) }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	c := cfg{Svc: svc.Defaults("127.0.0.1:9102"), Users: users.Defaults()}
+	if ok, err := svc.Healthcheck(ctx, "vpn-users", &c, func() string { return c.Svc.OpsAddr }, args, getenv, stdout); ok {
+		return err
+	}
 	if err := config.Load("vpn-users", &c, args, getenv, stdout); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -59,5 +60,40 @@ func TestBadConfigIsInvalid(t *testing.T) {
 	err := run(context.Background(), []string{"--request-timeout", "2m"}, func(string) string { return "" }, io.Discard)
 	if !errors.Is(err, errs.Invalid) || len(errs.FieldsOf(err)) == 0 {
 		t.Fatalf("err %v, want Invalid naming name_claim_grace", err)
+	}
+}
+
+// TestHealthcheck: `vpn-users healthcheck` (the images' HEALTHCHECK) exits
+// 0 once the running binary's /readyz on its --ops-addr answers, fails as
+// Unavailable when nothing answers there, and as Invalid without an ops
+// listener to ask.
+func TestHealthcheck(t *testing.T) {
+	s := natstest.Start(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := l.Addr().String()
+	l.Close()
+	noEnv := func(string) string { return "" }
+	check := func() error {
+		return run(context.Background(), []string{"healthcheck", "--ops-addr", ops}, noEnv, io.Discard)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--nats-url", s.URL(), "--nats-creds", s.ServiceCredsFile(), "--ops-addr", ops}, noEnv, io.Discard)
+	}()
+	waitfor.Cond(t, 10*time.Second, check)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if err := check(); !errors.Is(err, errs.Unavailable) {
+		t.Fatalf("healthcheck with nothing running: %v, want Unavailable", err)
+	}
+	if err := run(context.Background(), []string{"healthcheck", "--ops-addr", ""}, noEnv, io.Discard); !errors.Is(err, errs.Invalid) {
+		t.Fatalf("healthcheck without an ops listener: %v, want Invalid", err)
 	}
 }

@@ -42,8 +42,13 @@ import (
 
 // Run is vpnd's main: it returns nil after a clean shutdown when ctx ends,
 // and an Invalid error (exit 2) for bad flags, config or data dir.
+// `vpnd healthcheck [flags]` instead asks a running vpnd's ops listener
+// whether it is ready (the images' HEALTHCHECK).
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	cfg := Defaults()
+	if ok, err := svc.Healthcheck(ctx, "vpnd", &cfg, func() string { return cfg.OpsAddr }, args, getenv, stdout); ok {
+		return err
+	}
 	if err := config.Load("vpnd", &cfg, args, getenv, stdout); err != nil {
 		return err
 	}
