@@ -29,14 +29,17 @@ func Refused(err error) bool {
 
 // Dial connects to NATS and keeps reconnecting forever with jittered
 // backoff, logging disconnects and reconnects. The first connection is
-// retried until ctx ends, so services can start before the cluster.
+// retried with backoff (bus.Patiently, each failed attempt logged) until it
+// succeeds or ctx ends, so services may start before the cluster; a
+// credential the server refuses fails at once (Unauthorized), and so does
+// a CA file that cannot be read (Invalid).
 func Dial(ctx context.Context, cfg DialConfig, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
-		nats.RetryOnFailedConnect(true),
+		nats.Timeout(2 * time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", logkey.Err, err)
@@ -57,23 +60,20 @@ func Dial(ctx context.Context, cfg DialConfig, log *slog.Logger, extra ...nats.O
 		opts = append(opts, nats.Secure(tc))
 	}
 	opts = append(opts, extra...)
-	nc, err := nats.Connect(cfg.URL, opts...)
+	var nc *nats.Conn
+	err := Patiently(ctx, log, "connecting to nats at "+cfg.URL, func(context.Context) error {
+		c, err := nats.Connect(cfg.URL, opts...)
+		switch {
+		case Refused(err):
+			return errs.Wrap(errs.Unauthorized, err, "nats at %s refused the credential (unknown, expired or revoked: a revoked node needs `vpn nodes add` and a new join)", cfg.URL)
+		case err != nil:
+			return err
+		}
+		nc = c
+		return nil
+	})
 	if err != nil {
-		return nil, errs.Wrap(errs.Invalid, err, "connecting to nats %s", cfg.URL)
-	}
-	// With RetryOnFailedConnect, Connect returns at once; wait for the
-	// first real connection so callers can use JetStream immediately.
-	for !nc.IsConnected() {
-		if err := nc.LastError(); Refused(err) {
-			nc.Close()
-			return nil, errs.Wrap(errs.Unauthorized, err, "nats at %s refused the credential (unknown, expired or revoked: a revoked node needs `vpn nodes add` and a new join)", cfg.URL)
-		}
-		select {
-		case <-ctx.Done():
-			nc.Close()
-			return nil, errs.Wrap(errs.Unavailable, ctx.Err(), "waiting for nats at %s", cfg.URL)
-		case <-time.After(50 * time.Millisecond):
-		}
+		return nil, err
 	}
 	return nc, nil
 }

@@ -2,7 +2,10 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -10,10 +13,14 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 )
 
-// Provision creates or updates every stream and bucket declared in package
-// subject, with the given replica count. It is idempotent: running it on
-// every start of every service converges the declarations and keeps the
-// data.
+// Provision creates or updates every stream, bucket and object store
+// declared in package subject, with the given replica count, in one pass.
+// It is idempotent: running it on every start of every service converges
+// the declarations and keeps the data. Replicas provisioning at the same
+// moment do not fail each other: a create that loses the race ("already in
+// use") is followed at once by an update to the declared config, which
+// succeeds when the winner's config is the same (and converges it when
+// not). Start-up calls ProvisionPatiently, which retries this pass.
 func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	if replicas < 1 {
 		return errs.Field("replicas", "must be at least 1")
@@ -24,12 +31,12 @@ func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error 
 	}
 	for _, cfg := range subject.Streams(replicas) {
 		cfg.AllowAtomicPublish = atomic[cfg.Name]
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		if err := createOrUpdate(ctx, func(ctx context.Context) error { _, err := js.CreateOrUpdateStream(ctx, cfg); return err }); err != nil {
 			return errs.Wrap(errs.Unavailable, err, "provisioning stream %s", cfg.Name)
 		}
 	}
 	for _, cfg := range subject.Buckets(replicas) {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+		if err := createOrUpdate(ctx, func(ctx context.Context) error { _, err := js.CreateOrUpdateKeyValue(ctx, cfg); return err }); err != nil {
 			return errs.Wrap(errs.Unavailable, err, "provisioning bucket %s", cfg.Bucket)
 		}
 		// A bucket's config has no atomic-publish switch: set it on the
@@ -40,7 +47,44 @@ func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error 
 			}
 		}
 	}
+	for _, cfg := range subject.ObjectStores(replicas) {
+		if err := createOrUpdate(ctx, func(ctx context.Context) error { _, err := js.CreateOrUpdateObjectStore(ctx, cfg); return err }); err != nil {
+			return errs.Wrap(errs.Unavailable, err, "provisioning object store %s", cfg.Bucket)
+		}
+	}
 	return nil
+}
+
+// declareTimeout bounds one create or update of one stream. On a cluster,
+// a create that races another process's create of the same stream may get
+// no answer at all: it must cost seconds, not the caller's whole deadline,
+// before the next attempt finds the stream and updates it.
+const declareTimeout = 2 * time.Second
+
+// createOrUpdate runs a create-or-update within declareTimeout and, when
+// another process created the same stream between its update (not found)
+// and its create (already in use), runs it once more: now it is an update.
+func createOrUpdate(ctx context.Context, op func(context.Context) error) error {
+	try := func() error {
+		ctx, cancel := context.WithTimeout(ctx, declareTimeout)
+		defer cancel()
+		return op(ctx)
+	}
+	err := try()
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || errors.Is(err, jetstream.ErrBucketExists) {
+		err = try()
+	}
+	return err
+}
+
+// ProvisionPatiently is Provision retried with backoff until it succeeds
+// or ctx ends (see Patiently), logging each failed attempt: a cluster
+// still electing its leaders, or short of the peers an R3 stream needs,
+// answers with errors that pass. Services run it at start.
+func ProvisionPatiently(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) error {
+	return Patiently(ctx, log, "provisioning streams and buckets", func(ctx context.Context) error {
+		return Provision(ctx, js, replicas)
+	})
 }
 
 func enableAtomic(ctx context.Context, js jetstream.JetStream, name string) error {
@@ -59,7 +103,7 @@ func enableAtomic(ctx context.Context, js jetstream.JetStream, name string) erro
 	return nil
 }
 
-// Ready reports whether every declared stream and bucket exists, naming the
+// Ready reports whether every declared stream, bucket and object store exists, naming the
 // first one missing. Readiness probes call it.
 func Ready(ctx context.Context, js jetstream.JetStream) error {
 	for _, cfg := range subject.Streams(1) {
@@ -70,6 +114,11 @@ func Ready(ctx context.Context, js jetstream.JetStream) error {
 	for _, cfg := range subject.Buckets(1) {
 		if _, err := js.KeyValue(ctx, cfg.Bucket); err != nil {
 			return fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
+		}
+	}
+	for _, cfg := range subject.ObjectStores(1) {
+		if _, err := js.ObjectStore(ctx, cfg.Bucket); err != nil {
+			return fmt.Errorf("object store %s: %w", cfg.Bucket, err)
 		}
 	}
 	return nil

@@ -95,6 +95,15 @@ const (
 	// CodeInvalidRecords: an import's records break rules; each field
 	// error names the record ("line 3: email").
 	CodeInvalidRecords = "invalid_records"
+	// CodeNotReady: a dependency (NATS, a stream) did not become ready
+	// within the time allowed, retried with backoff until then.
+	CodeNotReady = "not_ready"
+	// CodeInputTooLarge: a job's input is over the limit of the job
+	// inputs store; the error names the limit.
+	CodeInputTooLarge = "input_too_large"
+	// CodeInputGone: a job's input is not (or no longer) in the job inputs
+	// store, or its digest differs from the one the job names.
+	CodeInputGone = "input_gone"
 	// CodeUnsupported: the engine serving a server lacks an optional
 	// capability the request needs (a stock Xray cannot end open
 	// sessions); the rest of the request was done.

@@ -219,13 +219,23 @@ func (t *Trust) AccountJWTs() map[string]string {
 // accounts) that accepts signed account updates on the system account,
 // which is how Revoke reaches it. Auth is then required of every client.
 func (t *Trust) ConfigureServer(opts *server.Options) error {
+	return t.ConfigureServerAt(opts, "")
+}
+
+// ConfigureServerAt is ConfigureServer with the server's account store in
+// dir ("" is the trust's own), for several servers of one cluster that
+// share a trust directory on one machine.
+func (t *Trust) ConfigureServerAt(opts *server.Options, dir string) error {
+	if dir == "" {
+		dir = filepath.Join(t.dir, resolverDir)
+	}
 	op, err := jwt.DecodeOperatorClaims(t.operatorJWT)
 	if err != nil {
 		return fmt.Errorf("decoding the operator JWT: %w", err)
 	}
-	res, err := server.NewDirAccResolver(filepath.Join(t.dir, resolverDir), 0, 0, server.NoDelete)
+	res, err := server.NewDirAccResolver(dir, 0, 0, server.NoDelete)
 	if err != nil {
-		return errs.Wrap(errs.Invalid, err, "opening the account store in %s", filepath.Join(t.dir, resolverDir))
+		return errs.Wrap(errs.Invalid, err, "opening the account store in %s", dir)
 	}
 	for pub, token := range t.AccountJWTs() {
 		if err := res.Store(pub, token); err != nil {

@@ -22,6 +22,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -54,6 +55,21 @@ type Config struct {
 	// TLS, when set, makes the listener require TLS. In-process
 	// connections may still be plain.
 	TLS *TLSFiles
+	// Cluster, when set, makes the server one node of a NATS cluster with
+	// clustered JetStream (streams and buckets replicated R3). Every
+	// node trusts the same operator and accounts; each keeps its own
+	// account store under its data dir.
+	Cluster *Cluster
+}
+
+// Cluster is a node's place in a NATS cluster: the cluster's name, the
+// address this node listens on for routes, and the route URLs of every
+// node (its own may be among them). Routes must be on loopback (tests,
+// one-machine rehearsals) unless the operator secures them outside.
+type Cluster struct {
+	Name   string
+	Listen string
+	Routes []string
 }
 
 // TLSFiles are the PEM files of the server's TLS: its certificate (which
@@ -105,7 +121,16 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	if err := adoptGlobalAccount(opts.StoreDir, cfg.Trust.Account(), log); err != nil {
 		return nil, err
 	}
-	if err := cfg.Trust.ConfigureServer(opts); err != nil {
+	if err := clusterOptions(opts, cfg.Cluster); err != nil {
+		return nil, err
+	}
+	resolver := ""
+	if cfg.Cluster != nil {
+		// One account store per node: several nodes may share a trust
+		// directory on one machine.
+		resolver = filepath.Join(cfg.DataDir, "accounts")
+	}
+	if err := cfg.Trust.ConfigureServerAt(opts, resolver); err != nil {
 		return nil, err
 	}
 	ns, err := server.NewServer(opts)
@@ -121,6 +146,33 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, errs.New(errs.Unavailable, "embedded nats did not become ready (is %s free?)", cfg.Listen)
 	}
 	return &Server{ns: ns, cfg: cfg, service: service}, nil
+}
+
+// clusterOptions sets the routes of a cluster node.
+func clusterOptions(opts *server.Options, c *Cluster) error {
+	if c == nil {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return errs.Field("cluster.listen", "must be host:port")
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return errs.Field("cluster.listen", "port must be 1-65535")
+	}
+	if c.Name == "" {
+		return errs.Field("cluster.name", "must be set")
+	}
+	opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: p}
+	for _, r := range c.Routes {
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" {
+			return errs.Field("cluster.routes", fmt.Sprintf("%q is not a route URL (nats-route://host:port)", r))
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
 }
 
 // listenOptions sets the listener: none, plain TCP on loopback, or TLS.

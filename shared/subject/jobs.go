@@ -73,3 +73,31 @@ func UsersJobsConsumer() jetstream.ConsumerConfig {
 		MaxAckPending: 64,
 	}
 }
+
+// BucketJobInputs is the object store that holds the input files of bulk
+// jobs (imports), so that a file of many megabytes never travels as one
+// NATS message: the gateway puts the uploaded file here, the create
+// request names it (job.Input: name and digest), the registry reads it
+// from here, and the job's end deletes it. Its TTL drops an input nobody
+// deleted (a dry run or refused create whose caller died, a gateway that
+// died between upload and create).
+const BucketJobInputs = "job_inputs"
+
+// JobInputsTTL is how long an input stays in BucketJobInputs at most.
+const JobInputsTTL = 24 * time.Hour
+
+// JobInputsMaxBytes caps BucketJobInputs as a whole; one input may be at
+// most the gateway's --max-import-bytes, which may not exceed this.
+const JobInputsMaxBytes = 1 << 30
+
+// ObjectStores returns the declaration of every object store.
+func ObjectStores(replicas int) []jetstream.ObjectStoreConfig {
+	return []jetstream.ObjectStoreConfig{{
+		Bucket:      BucketJobInputs,
+		Description: "input files of bulk jobs, deleted when the job ends",
+		TTL:         JobInputsTTL,
+		MaxBytes:    JobInputsMaxBytes,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}}
+}

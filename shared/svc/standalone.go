@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,6 +29,9 @@ type Config struct {
 	OTLPEndpoint string `flag:"otlp-endpoint" env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP/HTTP trace endpoint (empty: tracing off)"`
 	Replicas     int    `flag:"replicas" env:"VPN_REPLICAS" help:"replicas of provisioned streams and buckets (1, or 3 on a cluster)"`
 	Provision    bool   `flag:"provision" env:"VPN_PROVISION" help:"create or update streams and buckets at start"`
+	// StartTimeout bounds the wait for NATS at start: the first
+	// connection and provisioning are retried with backoff until then.
+	StartTimeout time.Duration `flag:"start-timeout" env:"VPN_START_TIMEOUT" help:"how long start-up waits for NATS (first connection, provisioning), retrying with backoff, before it gives up"`
 	// DialOptions are extra options of the NATS connection, set by a
 	// binary's own code (an agent's credential and inbox prefix); not a
 	// flag.
@@ -38,11 +42,12 @@ type Config struct {
 // listens on opsAddr.
 func Defaults(opsAddr string) Config {
 	return Config{
-		NATSURL:   "nats://127.0.0.1:4222",
-		OpsAddr:   opsAddr,
-		LogLevel:  "info",
-		Replicas:  1,
-		Provision: true,
+		NATSURL:      "nats://127.0.0.1:4222",
+		OpsAddr:      opsAddr,
+		LogLevel:     "info",
+		Replicas:     1,
+		Provision:    true,
+		StartTimeout: DefaultStartTimeout,
 	}
 }
 
@@ -55,7 +60,49 @@ func (c Config) Validate() error {
 	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
 		fe = append(fe, errs.FieldError{Field: "replicas", Rule: "must be 1, 3 or 5"})
 	}
+	if c.StartTimeout <= 0 {
+		fe = append(fe, errs.FieldError{Field: "start_timeout", Rule: "must be positive"})
+	}
 	return errs.Fields(fe...)
+}
+
+// DefaultStartTimeout is how long start-up waits for NATS by default:
+// long enough for a cluster started at the same time to elect its leaders
+// and place R3 streams, short enough that a wrong URL is noticed.
+const DefaultStartTimeout = 2 * time.Minute
+
+// Connect is how a process starts on a NATS it does not embed: the first
+// connection, then (replicas > 0) provisioning with that replica count,
+// each retried with backoff and logged attempt by attempt
+// (bus.Patiently), all within timeout. Services started before their
+// cluster, or several replicas started at once, all come up once NATS
+// does. When timeout passes first, the error is Unavailable with code
+// errs.CodeNotReady and names the setting, and nothing stays open.
+func Connect(ctx context.Context, dial bus.DialConfig, replicas int, timeout time.Duration, log *slog.Logger, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	sctx, cancel := StartContext(ctx, timeout)
+	defer cancel()
+	nc, err := bus.Dial(sctx, dial, log, extra...)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("opening jetstream: %w", err)
+	}
+	if replicas > 0 {
+		if err := bus.ProvisionPatiently(sctx, js, replicas, log); err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+	}
+	return nc, js, nil
+}
+
+// StartContext is ctx bounded by the start timeout, whose cause names the
+// setting, so the error of a start that gave up says which one to raise.
+func StartContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, timeout, fmt.Errorf("nats was not ready within the start timeout of %s (--start-timeout)", timeout))
 }
 
 // Standalone runs core as its own process: logger, tracing, NATS dial,
@@ -83,20 +130,16 @@ func Standalone(ctx context.Context, name, version string, cfg Config, stdout io
 	}
 	stack.Push("tracing", stopTracing)
 
-	nc, err := bus.Dial(ctx, bus.DialConfig{URL: cfg.NATSURL, Creds: cfg.NATSCreds, CA: cfg.NATSCA, Name: name}, log, cfg.DialOptions...)
+	dial := bus.DialConfig{URL: cfg.NATSURL, Creds: cfg.NATSCreds, CA: cfg.NATSCA, Name: name}
+	replicas := cfg.Replicas
+	if !cfg.Provision {
+		replicas = 0
+	}
+	nc, js, err := Connect(ctx, dial, replicas, cfg.StartTimeout, log, cfg.DialOptions...)
 	if err != nil {
 		return err
 	}
 	stack.Push("nats", func(context.Context) error { return nc.Drain() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("opening jetstream: %w", err)
-	}
-	if cfg.Provision {
-		if err := bus.Provision(ctx, js, cfg.Replicas); err != nil {
-			return err
-		}
-	}
 
 	env := NewEnv(nc, js, log)
 
