@@ -72,7 +72,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	stack.Push("tracing", stopTracing)
 
-	conn, err := connect(ctx, cfg, log, stack)
+	// The first connection (--nats-url) and provisioning are retried
+	// with backoff until NATS is ready, within --start-timeout.
+	sctx, cancelStart := svc.StartContext(ctx, cfg.StartTimeout)
+	defer cancelStart()
+	conn, err := connect(sctx, cfg, log, stack)
 	if err != nil {
 		return err
 	}
@@ -81,9 +85,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("opening jetstream: %w", err)
 	}
-	if err := bus.Provision(ctx, js, cfg.Replicas); err != nil {
+	if err := bus.ProvisionPatiently(sctx, js, cfg.Replicas, log); err != nil {
 		return err
 	}
+	cancelStart()
 
 	env := svc.NewEnv(nc, js, log)
 	env.DataDir = dataDir
@@ -182,8 +187,9 @@ type natsConn struct {
 	tls   *natsauth.TLS
 }
 
-// connect starts the embedded server (or dials --nats-url) and registers
-// their shutdown: the connection drains before the server stops.
+// connect starts the embedded server (or dials --nats-url, retrying until
+// ctx ends) and registers their shutdown: the connection drains before the
+// server stops.
 func connect(ctx context.Context, cfg Config, log *slog.Logger, stack *lifecycle.Stack) (natsConn, error) {
 	if cfg.NATSURL != "" {
 		nc, err := bus.Dial(ctx, bus.DialConfig{URL: cfg.NATSURL, Creds: cfg.NATSCreds, CA: cfg.NATSCA, Name: "vpnd"}, log)
