@@ -122,13 +122,21 @@ func run(ctx context.Context, cfg Config, env svc.Env) error {
 	if err != nil {
 		return err
 	}
-	cons, err := env.JS.CreateOrUpdateConsumer(ctx, subject.StreamUsage, subject.UsersUsageConsumer())
+	// Replicas starting together create the same durable consumers: a
+	// create that races another is retried (as an update) with backoff.
+	var cons, jobsCons jetstream.Consumer
+	err = bus.Patiently(ctx, log, "provisioning consumers "+subject.ConsumerUsersUsage+" and "+subject.ConsumerUsersJobs, func(ctx context.Context) error {
+		var err error
+		if cons, err = env.JS.CreateOrUpdateConsumer(ctx, subject.StreamUsage, subject.UsersUsageConsumer()); err != nil {
+			return errs.Wrap(errs.Unavailable, err, "provisioning consumer %s", subject.ConsumerUsersUsage)
+		}
+		if jobsCons, err = env.JS.CreateOrUpdateConsumer(ctx, subject.StreamJobs, subject.UsersJobsConsumer()); err != nil {
+			return errs.Wrap(errs.Unavailable, err, "provisioning consumer %s", subject.ConsumerUsersJobs)
+		}
+		return nil
+	})
 	if err != nil {
-		return errs.Wrap(errs.Unavailable, err, "provisioning consumer %s", subject.ConsumerUsersUsage)
-	}
-	jobsCons, err := env.JS.CreateOrUpdateConsumer(ctx, subject.StreamJobs, subject.UsersJobsConsumer())
-	if err != nil {
-		return errs.Wrap(errs.Unavailable, err, "provisioning consumer %s", subject.ConsumerUsersJobs)
+		return err
 	}
 	if err := reg.EnableAtomic(ctx); err != nil {
 		return err

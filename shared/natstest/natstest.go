@@ -241,6 +241,15 @@ func Logger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// LogWriter is where a service under test writes its JSON log: the test
+// log when verbose, else nowhere.
+func LogWriter(t testing.TB) io.Writer {
+	if !testing.Verbose() {
+		return io.Discard
+	}
+	return tWriter{t}
+}
+
 type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) {
