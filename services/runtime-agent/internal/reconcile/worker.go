@@ -401,28 +401,29 @@ func (w *worker) apply(ctx context.Context, desired map[string]map[string]desire
 	if w.toCut == nil {
 		w.toCut = map[string]struct{}{}
 	}
-	// Cuts that failed before are retried first.
-	if err := w.cutSessions(ctx); err != nil {
-		errList = append(errList, err)
+	type change struct {
+		in      xray.Inbound
+		removes []string
+		adds    []xray.User
+		addFPs  []string
 	}
+	var changes []change
 	for _, in := range w.cur.spec.Inbounds {
 		want := desired[in.Tag]
 		ap := w.applied.inbound(in.Tag)
-		var removes []string
-		var adds []xray.User
-		var addFPs []string
+		ch := change{in: in}
 		consider := func(id string) {
 			d, ok := want[id]
 			fp, has := ap[id]
 			switch {
 			case ok && has && fp == d.fp:
 			case ok && has:
-				removes = append(removes, id)
-				adds, addFPs = append(adds, d.user), append(addFPs, d.fp)
+				ch.removes = append(ch.removes, id)
+				ch.adds, ch.addFPs = append(ch.adds, d.user), append(ch.addFPs, d.fp)
 			case ok:
-				adds, addFPs = append(adds, d.user), append(addFPs, d.fp)
+				ch.adds, ch.addFPs = append(ch.adds, d.user), append(ch.addFPs, d.fp)
 			case has:
-				removes = append(removes, id)
+				ch.removes = append(ch.removes, id)
 			}
 		}
 		if only != nil {
@@ -439,36 +440,40 @@ func (w *worker) apply(ctx context.Context, desired map[string]map[string]desire
 				}
 			}
 		}
-		if len(removes) > 0 {
-			slices.Sort(removes)
-			if err := w.cur.client.RemoveUsers(ctx, in, removes); err != nil {
+		if len(ch.removes) > 0 {
+			slices.Sort(ch.removes)
+			if err := w.cur.client.RemoveUsers(ctx, in, ch.removes); err != nil {
 				errList = append(errList, err)
 				continue
 			}
-			for _, id := range removes {
+			for _, id := range ch.removes {
 				delete(ap, id)
 				w.toCut[id] = struct{}{}
 			}
 			w.unsaved = true
-			// End the removed users' open sessions before anyone is
-			// added: a user whose credentials changed comes back only
-			// with the new ones.
-			if err := w.cutSessions(ctx); err != nil {
-				errList = append(errList, err)
-			}
 		}
-		if len(adds) > 0 {
-			if err := w.cur.client.AddUsers(ctx, in, adds); err != nil {
+		changes = append(changes, ch)
+	}
+	// End the removed users' open sessions (and retry earlier cuts that
+	// failed) before anyone is added: a user whose credentials changed
+	// comes back only with the new ones.
+	if err := w.cutSessions(ctx); err != nil {
+		errList = append(errList, err)
+	}
+	for _, ch := range changes {
+		ap := w.applied.inbound(ch.in.Tag)
+		if len(ch.adds) > 0 {
+			if err := w.cur.client.AddUsers(ctx, ch.in, ch.adds); err != nil {
 				errList = append(errList, err)
 				continue
 			}
-			for i, u := range adds {
-				ap[u.ID] = addFPs[i]
+			for i, u := range ch.adds {
+				ap[u.ID] = ch.addFPs[i]
 			}
 			w.unsaved = true
 		}
-		if len(removes)+len(adds) > 0 {
-			w.log.Debug("users applied", logkey.Inbound, in.Tag, logkey.Added, len(adds), logkey.Removed, len(removes))
+		if len(ch.removes)+len(ch.adds) > 0 {
+			w.log.Debug("users applied", logkey.Inbound, ch.in.Tag, logkey.Added, len(ch.adds), logkey.Removed, len(ch.removes))
 		}
 	}
 	return errors.Join(errList...)
