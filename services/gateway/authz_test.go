@@ -29,6 +29,7 @@ var rules = map[string]string{
 	"POST /api/v1/users/{user}/enable":              "operator",
 	"POST /api/v1/users/{user}/reset-traffic":       "operator",
 	"POST /api/v1/users/{user}/rotate":              "operator",
+	"POST /api/v1/users/{user}/sessions/cut":        "operator",
 	"GET /api/v1/users/{user}/links":                "operator",
 	"GET /api/v1/users/{user}/qr":                   "operator",
 	"GET /api/v1/users/{user}/subscription":         "operator",

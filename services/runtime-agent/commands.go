@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,10 +44,11 @@ func (a *Agent) serveCommands(ctx context.Context) error {
 	var follows sync.WaitGroup
 	const timeout = 30 * time.Second
 	endpoints := map[string]micro.Handler{
-		node.CmdStatus:    bus.Endpoint(ctx, a.log, timeout, a.status),
-		node.CmdWorkloads: bus.Endpoint(ctx, a.log, timeout, a.workloads),
-		node.CmdRestart:   bus.Endpoint(ctx, a.log, timeout, a.restart),
-		node.CmdStats:     bus.Endpoint(ctx, a.log, timeout, func(ctx context.Context, _ struct{}) (node.StatsReply, error) { return a.statsNow(ctx), nil }),
+		node.CmdStatus:      bus.Endpoint(ctx, a.log, timeout, a.status),
+		node.CmdWorkloads:   bus.Endpoint(ctx, a.log, timeout, a.workloads),
+		node.CmdRestart:     bus.Endpoint(ctx, a.log, timeout, a.restart),
+		node.CmdStats:       bus.Endpoint(ctx, a.log, timeout, func(ctx context.Context, _ struct{}) (node.StatsReply, error) { return a.statsNow(ctx), nil }),
+		node.CmdCutSessions: bus.Endpoint(ctx, a.log, timeout, a.cutSessions),
 		node.CmdLogs: bus.Endpoint(ctx, a.log, timeout, func(rctx context.Context, req node.LogsRequest) (node.LogsReply, error) {
 			return a.logs(rctx, ctx, &follows, req)
 		}),
@@ -60,6 +63,33 @@ func (a *Agent) serveCommands(ctx context.Context) error {
 	err = srv.Stop()
 	follows.Wait()
 	return err
+}
+
+// cutSessions ends the open sessions of the users named on every running
+// server of the node. A server whose Xray cannot (a stock build) is named
+// in the reply; users without sessions, and a node without servers, are
+// no-ops that succeed.
+func (a *Agent) cutSessions(ctx context.Context, req node.CutSessionsRequest) (node.CutSessionsReply, error) {
+	switch {
+	case len(req.Users) == 0:
+		return node.CutSessionsReply{}, errs.Field("users", "must name at least one user")
+	case len(req.Users) > node.MaxCutUsers:
+		return node.CutSessionsReply{}, errs.Field("users", fmt.Sprintf("at most %d per request", node.MaxCutUsers))
+	case slices.Contains(req.Users, ""):
+		return node.CutSessionsReply{}, errs.Field("users", "must not hold an empty id")
+	}
+	var out node.CutSessionsReply
+	for _, rs := range a.rec.Servers() {
+		n, err := rs.Client.CutUsers(ctx, req.Users)
+		switch {
+		case errs.CodeOf(err) == errs.CodeUnsupported:
+			out.Unsupported = append(out.Unsupported, rs.ServerID)
+		case err != nil:
+			return out, fmt.Errorf("ending sessions on server %s: %w", rs.ServerID, err)
+		}
+		out.Closed += n
+	}
+	return out, nil
 }
 
 func (a *Agent) status(ctx context.Context, _ struct{}) (node.StatusReply, error) {

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	agent "github.com/vpnfleet/vpnfleet/services/runtime-agent"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray/xraytest"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/node"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
@@ -154,6 +156,16 @@ func (f *fleet) waitXrayHas(s server.Server, ids ...string) {
 	})
 }
 
+// createUserWith creates a user from req through the registry.
+func (f *fleet) createUserWith(req user.CreateRequest) user.User {
+	f.t.Helper()
+	u, err := bus.Request[user.User](f.ctx(), f.nc, subject.UsersCmd(subject.UsersCreate), req)
+	if err != nil {
+		f.t.Fatalf("creating user %s: %v", req.Name, err)
+	}
+	return u
+}
+
 // usageOf is the registry's count of user id's traffic.
 func (f *fleet) usageOf(id string) (user.User, error) {
 	return bus.Request[user.User](context.Background(), f.nc, subject.UsersCmd(subject.UsersGet), user.GetRequest{ID: id})
@@ -170,6 +182,17 @@ func TestLimitsBite(t *testing.T) {
 	f.usage = 250 * time.Millisecond
 	f.startAgent()
 	f.waitCapabilities(agent.CapCutSessions, agent.CapLiveUsage)
+	// Bad cut requests name the field; cutting users without sessions is a
+	// no-op that succeeds.
+	for _, users := range [][]string{nil, {""}, make([]string, node.MaxCutUsers+1)} {
+		_, err := bus.Request[node.CutSessionsReply](f.ctx(), f.nc, subject.AgentCmd(f.node, node.CmdCutSessions), node.CutSessionsRequest{Users: users})
+		if !errors.Is(err, errs.Invalid) || len(errs.FieldsOf(err)) != 1 || errs.FieldsOf(err)[0].Field != "users" {
+			t.Fatalf("cut_sessions of %d users: %v; want an invalid users field", len(users), err)
+		}
+	}
+	if reply, err := bus.Request[node.CutSessionsReply](f.ctx(), f.nc, subject.AgentCmd(f.node, node.CmdCutSessions), node.CutSessionsRequest{Users: []string{"nobody"}}); err != nil || reply.Closed != 0 {
+		t.Fatalf("cut_sessions of a user without sessions = %+v, %v", reply, err)
+	}
 	srv := f.createServer("enforced", xraytest.StartTLSDest(t, sni))
 	f.waitStatus(srv.ID, srv.Revision, server.StateApplied)
 	target := xraytest.StartHTTPTarget(t)
@@ -183,6 +206,8 @@ func TestLimitsBite(t *testing.T) {
 		act func(u user.User) time.Time
 		// counted: the user still exists, so its usage can be checked.
 		counted bool
+		// allowed: the user may connect again after the cut.
+		allowed bool
 	}{
 		{name: "disable", counted: true, act: func(u user.User) time.Time {
 			f.userCmd(subject.UsersDisable, u.ID)
@@ -206,15 +231,23 @@ func TestLimitsBite(t *testing.T) {
 			return at
 		}},
 		{name: "quota", counted: true, create: user.CreateRequest{TrafficLimitBytes: quota}},
+		// An operator ends the user's sessions without changing the user
+		// (the agent command the gateway's POST /users/{user}/sessions/cut
+		// sends to every node that is up).
+		{name: "kick", counted: true, allowed: true, act: func(u user.User) time.Time {
+			asked := time.Now()
+			reply, err := bus.Request[node.CutSessionsReply](f.ctx(), f.nc, subject.AgentCmd(f.node, node.CmdCutSessions), node.CutSessionsRequest{Users: []string{u.ID}})
+			if err != nil || reply.Closed != len(protocols) || len(reply.Unsupported) > 0 {
+				t.Fatalf("cut_sessions = %+v, %v; want %d sessions closed", reply, err, len(protocols))
+			}
+			return asked
+		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			req := c.create
 			req.Name = "victim-" + c.name
-			victim, err := bus.Request[user.User](f.ctx(), f.nc, subject.UsersCmd(subject.UsersCreate), req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			victim := f.createUserWith(req)
 			bystander := f.createUser("bystander-" + c.name)
 			f.waitXrayHas(srv, victim.ID, bystander.ID)
 			vd, bd := f.dialers(victim, srv), f.dialers(bystander, srv)
@@ -260,18 +293,20 @@ func TestLimitsBite(t *testing.T) {
 				}
 			}
 
-			// Coming back is refused every time, on every protocol, and no
-			// byte passes.
-			for range 2 {
-				for _, p := range protocols {
-					d := xraytest.StartDownload(t, vd[p], target, "/stream?n=100000&rate=0")
-					select {
-					case <-d.Done():
-					case <-time.After(3 * time.Second): // a Shadowsocks-2022 server stalls strangers
-						d.Cancel()
-					}
-					if d.Err() == nil || d.Received() > 0 {
-						t.Fatalf("%s: the cut user reconnected and got %d bytes (%v)", p, d.Received(), d.Err())
+			if !c.allowed {
+				// Coming back is refused every time, on every protocol, and no
+				// byte passes (a user who is still allowed is tested below).
+				for range 2 {
+					for _, p := range protocols {
+						d := xraytest.StartDownload(t, vd[p], target, "/stream?n=100000&rate=0")
+						select {
+						case <-d.Done():
+						case <-time.After(3 * time.Second): // a Shadowsocks-2022 server stalls strangers
+							d.Cancel()
+						}
+						if d.Err() == nil || d.Received() > 0 {
+							t.Fatalf("%s: the cut user reconnected and got %d bytes (%v)", p, d.Received(), d.Err())
+						}
 					}
 				}
 			}
@@ -289,6 +324,20 @@ func TestLimitsBite(t *testing.T) {
 					}
 					return nil
 				})
+			}
+			if c.allowed {
+				// Still allowed: the user connects again on every protocol.
+				for _, p := range protocols {
+					d := xraytest.StartDownload(t, vd[p], target, "/stream?n=100000&rate=0")
+					select {
+					case <-d.Done():
+					case <-time.After(30 * time.Second):
+						t.Fatalf("%s: reconnecting still runs", p)
+					}
+					if err := d.Err(); err != nil {
+						t.Fatalf("%s: a user who is still allowed cannot connect again: %v", p, err)
+					}
+				}
 			}
 		})
 	}

@@ -92,7 +92,26 @@ const (
 	CmdLogs      = "logs"
 	CmdRestart   = "restart"
 	CmdStats     = "stats"
+	// CmdCutSessions ends the open sessions of users on every server of
+	// the node (CutSessionsRequest → CutSessionsReply).
+	CmdCutSessions = "cut_sessions"
 )
+
+// MaxCutUsers is how many users one cut_sessions request may name.
+const MaxCutUsers = 1000
+
+// CutSessionsRequest names the users whose open sessions the agent ends
+// on every server of its node. Users without sessions are not an error.
+type CutSessionsRequest struct {
+	Users []string `json:"users"`
+}
+
+// CutSessionsReply says how many sessions the agent ended, and which of
+// its servers could not end any (their Xray lacks the session extension).
+type CutSessionsReply struct {
+	Closed      int      `json:"closed"`
+	Unsupported []string `json:"unsupported_servers,omitempty"`
+}
 
 // Workload describes one of the agent's workloads in command replies.
 type Workload struct {

@@ -488,3 +488,24 @@ func TestDuplicateCreateSaysAlreadyExists(t *testing.T) {
 		}
 	}
 }
+
+// TestUsersKick: ending a user's sessions through the CLI; a node that is
+// down is skipped, one whose agent does not answer is named on stderr, and
+// neither fails the command.
+func TestUsersKick(t *testing.T) {
+	h := newHarness(t)
+	h.login()
+	h.must("users", "create", "dave")
+	h.putNode("gone", time.Now().Add(-time.Hour))
+	h.putNode("mute", time.Now())
+	r := h.must("users", "kick", "dave")
+	if r.stdout != "ended 0 connections of dave on 0 nodes\n" {
+		t.Fatalf("kick: stdout %q", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "node mute did not answer") || strings.Contains(r.stderr, "gone") {
+		t.Fatalf("kick: stderr %q", r.stderr)
+	}
+	if r := h.run("users", "kick", "nobody"); r.err == nil {
+		t.Fatalf("kick of an unknown user succeeded: %q", r.stdout)
+	}
+}

@@ -41,6 +41,7 @@ func (a *app) usersCmd() *cobra.Command {
 		a.userActionCmd("disable", "Switch a user off (agents drop it)", "disable"),
 		a.userActionCmd("enable", "Switch a user back on", "enable"),
 		a.userActionCmd("reset-traffic", "Restart a user's traffic counters", "reset-traffic"),
+		a.usersKickCmd(),
 		a.usersDeleteCmd(), a.usersRotateCmd(), a.usersLinkCmd(), a.usersSubCmd(),
 		a.usersImportCmd(), a.usersBulkCmd(), a.usersUsageCmd())
 	return cmd
@@ -380,6 +381,60 @@ func (a *app) userActionCmd(use, short, action string) *cobra.Command {
 				return a.printUser(u)
 			}
 			a.done("user %s: %s", u.Name, u.Status)
+			return nil
+		},
+	}
+}
+
+// cutSessions is the gateway's reply to POST /users/{user}/sessions/cut.
+type cutSessions struct {
+	User   string `json:"user"`
+	Closed int    `json:"closed"`
+	Nodes  []struct {
+		Node               string   `json:"node"`
+		Closed             int      `json:"closed"`
+		UnsupportedServers []string `json:"unsupported_servers"`
+		Skipped            string   `json:"skipped"`
+		Error              string   `json:"error"`
+	} `json:"nodes"`
+}
+
+func (a *app) usersKickCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "kick NAME",
+		Short: "End the connections a user has open on every node, without changing the user",
+		Long: "End the connections a user has open on every node that is up. The user is not changed:\n" +
+			"if still allowed, its clients may connect again at once (disable the user to lock it out,\n" +
+			"which ends its connections too). Nodes whose Xray cannot end sessions are named.",
+		Example: "  vpn users kick alice",
+		Args:    args(1, "one user name or id"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var out cutSessions
+			if err := c.Do(cmd.Context(), client.Request{Method: http.MethodPost, Path: userPath(argv[0], "sessions", "cut")}, &out); err != nil {
+				return err
+			}
+			p := a.printer()
+			if p.Structured() {
+				return p.Value(out)
+			}
+			asked := 0
+			for _, n := range out.Nodes {
+				switch {
+				case n.Skipped != "":
+				case n.Error != "":
+					fmt.Fprintf(a.env.Stderr, "node %s did not answer: %s\n", n.Node, n.Error)
+				default:
+					asked++
+					if len(n.UnsupportedServers) > 0 {
+						fmt.Fprintf(a.env.Stderr, "node %s: servers %s run an Xray that cannot end sessions\n", n.Node, strings.Join(n.UnsupportedServers, ","))
+					}
+				}
+			}
+			a.done("ended %d connections of %s on %d nodes", out.Closed, argv[0], asked)
 			return nil
 		},
 	}
