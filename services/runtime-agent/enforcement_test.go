@@ -110,10 +110,10 @@ func waitCut(t *testing.T, ds map[user.Protocol]*xraytest.Download, since time.T
 	return out
 }
 
-// waitCapabilities waits until the node record lists every capability in
-// want.
-func (f *fleet) waitCapabilities(want ...string) {
+// nodeRecord reads the fleet node's record from the nodes bucket.
+func (f *fleet) nodeRecord() node.Node {
 	f.t.Helper()
+	var n node.Node
 	waitfor.Cond(f.t, 30*time.Second, func() error {
 		kv, err := f.js.KeyValue(f.ctx(), subject.BucketNodes)
 		if err != nil {
@@ -123,10 +123,17 @@ func (f *fleet) waitCapabilities(want ...string) {
 		if err != nil {
 			return err
 		}
-		var n node.Node
-		if err := json.Unmarshal(e.Value(), &n); err != nil {
-			return err
-		}
+		return json.Unmarshal(e.Value(), &n)
+	})
+	return n
+}
+
+// waitCapabilities waits until the node record lists every capability in
+// want.
+func (f *fleet) waitCapabilities(want ...string) {
+	f.t.Helper()
+	waitfor.Cond(f.t, 30*time.Second, func() error {
+		n := f.nodeRecord()
 		for _, c := range want {
 			if !slices.Contains(n.Capabilities, c) {
 				return fmt.Errorf("node capabilities %v lack %s", n.Capabilities, c)
@@ -341,4 +348,30 @@ func TestLimitsBite(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStockXrayIsDrivenAndReported: an agent whose Xray is the stock build
+// still serves and removes users; its node record does not claim to end
+// sessions, and a cut asked of it names the server that cannot.
+func TestStockXrayIsDrivenAndReported(t *testing.T) {
+	f := newFleet(t, "process")
+	f.xrayBin = xraytest.StockBinary(t)
+	f.startAgent()
+	srv := f.createServer("stock", xraytest.StartTLSDest(t, sni))
+	f.waitStatus(srv.ID, srv.Revision, server.StateApplied)
+	n := f.nodeRecord()
+	if slices.Contains(n.Capabilities, agent.CapCutSessions) || slices.Contains(n.Capabilities, agent.CapLiveUsage) {
+		t.Fatalf("a node on stock xray claims %v", n.Capabilities)
+	}
+	target := xraytest.StartHTTPTarget(t)
+	u := f.createUser("stocky")
+	f.waitXrayHas(srv, u.ID)
+	client := xraytest.StartClient(t, xraytest.StockBinary(t), outbound(t, f.links(u.ID, srv.ID)[user.SOCKS5]))
+	connects(t, client, target, "a user of a stock xray")
+	reply, err := bus.Request[node.CutSessionsReply](f.ctx(), f.nc, subject.AgentCmd(f.node, node.CmdCutSessions), node.CutSessionsRequest{Users: []string{u.ID}})
+	if err != nil || !slices.Equal(reply.Unsupported, []string{srv.ID}) {
+		t.Fatalf("cut_sessions on stock xray = %+v, %v; want server %s named unsupported", reply, err, srv.ID)
+	}
+	f.userCmd(subject.UsersDisable, u.ID)
+	refused(t, client, target, "a disabled user of a stock xray")
 }

@@ -59,9 +59,11 @@ func directDialer(b *testing.B, s *server, in xray.Inbound, u xray.User) xraytes
 func BenchmarkSessionTrackingCost(b *testing.B) {
 	const size = 256 << 20
 	target := xraytest.StartHTTPTarget(b)
-	for _, bin := range binaries(b) {
-		for _, tag := range []string{"vless", "ss", "socks", "http"} {
-			b.Run(bin.name+"/"+tag, func(b *testing.B) {
+	// Per protocol, one build right after the other, so both see the same
+	// machine.
+	for _, tag := range []string{"vless", "ss", "socks", "http"} {
+		for _, bin := range binaries(b) {
+			b.Run(tag+"/"+bin.name, func(b *testing.B) {
 				ins, pub := inbounds(b, xraytest.StartTLSDest(b, sni))
 				s := runServerWith(b, bin.path, xray.Spec{AllowPrivateNetworks: true, Inbounds: ins})
 				s.pubKey = pub
