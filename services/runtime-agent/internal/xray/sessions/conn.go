@@ -51,8 +51,9 @@ func (c *conn) cut() bool {
 	}
 	handed := make(chan struct{})
 	go func() {
+		// Held, nothing is on its way to the client any more.
 		c.handoff.Lock()
-		c.handoff.Unlock()
+		defer c.handoff.Unlock()
 		close(handed)
 	}()
 	select {
