@@ -65,6 +65,7 @@ const (
 	GatewayURL = "gateway_url"
 	OpsURL     = "ops_url"
 	NATSURL    = "nats_url"
+	NATSNode   = "nats_node"
 	NATSCreds  = "nats_creds"
 	NATSCA     = "nats_ca"
 	DataDir    = "data_dir"

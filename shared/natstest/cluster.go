@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
 	"github.com/vpnfleet/vpnfleet/shared/natsauth"
 	"github.com/vpnfleet/vpnfleet/shared/natsserver"
 	"github.com/vpnfleet/vpnfleet/shared/waitfor"
@@ -98,7 +99,7 @@ func (c *Cluster) StartNode(i int) {
 		ServerName: fmt.Sprintf("%s-%d", c.name, i),
 		Trust:      c.trust,
 		Cluster:    &natsserver.Cluster{Name: c.name, Listen: nd.route, Routes: routes},
-	}, Logger(c.t).With("nats_node", i))
+	}, Logger(c.t).With(logkey.NATSNode, i))
 	if err != nil {
 		c.t.Fatalf("starting nats node %d: %v", i, err)
 	}
