@@ -25,6 +25,7 @@ type Config struct {
 	NATSCreds    string `flag:"nats-creds" env:"VPN_NATS_CREDS" help:"NATS credentials file (vpnd writes one for services: <data dir>/nats/service.creds)"`
 	NATSCA       string `flag:"nats-ca" env:"VPN_NATS_CA" help:"CA certificate (PEM) of the NATS servers' TLS, trusted instead of public CAs (vpnd's: <data dir>/nats/tls/ca.pem)"`
 	OpsAddr      string `flag:"ops-addr" env:"VPN_OPS_ADDR" help:"address serving /healthz, /readyz and /metrics (empty: none)"`
+	Pprof        bool   `flag:"pprof" env:"VPN_PPROF" help:"also serve Go's profiles (/debug/pprof/) on the ops listener"`
 	LogLevel     string `flag:"log-level" env:"VPN_LOG_LEVEL" help:"debug, info, warn or error"`
 	OTLPEndpoint string `flag:"otlp-endpoint" env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP/HTTP trace endpoint (empty: tracing off)"`
 	Replicas     int    `flag:"replicas" env:"VPN_REPLICAS" help:"replicas of provisioned streams and buckets (1, or 3 on a cluster)"`
@@ -62,6 +63,9 @@ func (c Config) Validate() error {
 	}
 	if c.StartTimeout <= 0 {
 		fe = append(fe, errs.FieldError{Field: "start_timeout", Rule: "must be positive"})
+	}
+	if c.Pprof && c.OpsAddr == "" {
+		fe = append(fe, errs.FieldError{Field: "pprof", Rule: "needs the ops listener (--ops-addr)"})
 	}
 	return errs.Fields(fe...)
 }
@@ -167,7 +171,7 @@ func Standalone(ctx context.Context, name, version string, cfg Config, stdout io
 			return err
 		}
 		log.Info("ops endpoint listening", logkey.Addr, l.Addr().String())
-		g.Go(func() error { return ServeHTTP(gctx, l, OpsHandler(env), log) })
+		g.Go(func() error { return ServeHTTP(gctx, l, OpsHandler(env, cfg.Pprof), log) })
 	}
 	g.Go(func() error { return core(gctx, env) })
 	log.Info("started", logkey.Version, version)

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -99,10 +100,19 @@ func NewEnv(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) Env {
 }
 
 // OpsHandler serves env's /healthz, /readyz and /metrics, for the ops
-// listener (never the public one).
-func OpsHandler(env Env) http.Handler {
+// listener (never the public one), and with pprof Go's profiles under
+// /debug/pprof/ (off by default: a profile shows a process's internals and
+// costs CPU while it is taken).
+func OpsHandler(env Env, pprof bool) http.Handler {
 	mux := http.NewServeMux()
 	env.Probe.Register(mux)
 	mux.Handle("GET /metrics", telemetry.MetricsHandler(env.Metrics))
+	if pprof {
+		mux.HandleFunc("GET /debug/pprof/", httppprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", httppprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", httppprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", httppprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", httppprof.Trace)
+	}
 	return mux
 }

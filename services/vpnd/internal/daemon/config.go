@@ -23,6 +23,7 @@ type Config struct {
 	DataDir       string        `flag:"data-dir" env:"VPN_DATA_DIR" help:"directory for the JetStream store and local state"`
 	HTTPAddr      string        `flag:"http-addr" env:"VPN_HTTP_ADDR" help:"address of the HTTP API (gateway)"`
 	OpsAddr       string        `flag:"ops-addr" env:"VPN_OPS_ADDR" help:"address serving /metrics, /healthz and /readyz for operators (empty: none); keep it off the public network"`
+	Pprof         bool          `flag:"pprof" env:"VPN_PPROF" help:"also serve Go's profiles (/debug/pprof/) on the ops listener"`
 	NATSURL       string        `flag:"nats-url" env:"VPN_NATS_URL" help:"use this external NATS (cluster) instead of the embedded server"`
 	NATSCreds     string        `flag:"nats-creds" env:"VPN_NATS_CREDS" help:"NATS credentials file for --nats-url"`
 	NATSCA        string        `flag:"nats-ca" env:"VPN_NATS_CA" help:"CA certificate (PEM) of --nats-url's TLS, trusted instead of public CAs"`
@@ -108,6 +109,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StartTimeout <= 0 {
 		fe = append(fe, errs.FieldError{Field: "start_timeout", Rule: "must be positive"})
+	}
+	if c.Pprof && c.OpsAddr == "" {
+		fe = append(fe, errs.FieldError{Field: "pprof", Rule: "needs the ops listener (--ops-addr)"})
 	}
 	if c.NATSURL == "" && c.Replicas != 1 {
 		fe = append(fe, errs.FieldError{Field: "replicas", Rule: "must be 1 with the embedded NATS server (use --nats-url for a cluster)"})

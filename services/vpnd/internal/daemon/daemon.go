@@ -137,7 +137,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	opsURL := ""
 	if ops != nil {
 		opsURL = "http://" + ops.Addr().String()
-		g.Go(func() error { return svc.ServeHTTP(gctx, ops, svc.OpsHandler(env), log) })
+		g.Go(func() error { return svc.ServeHTTP(gctx, ops, svc.OpsHandler(env, cfg.Pprof), log) })
 	}
 	g.Go(func() error { return users.Run(gctx, usersCfg, env) })
 	g.Go(func() error { return health.Run(gctx, cfg.Health, env) })
