@@ -25,7 +25,9 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/api"
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/auth"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/job"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/svc"
 	"github.com/vpnfleet/vpnfleet/shared/version"
 )
@@ -37,6 +39,7 @@ type Config struct {
 	UpstreamTimeout time.Duration `flag:"upstream-timeout" env:"VPN_GATEWAY_UPSTREAM_TIMEOUT" help:"time limit of each request to a service over NATS"`
 	JobTimeout      time.Duration `flag:"job-timeout" env:"VPN_GATEWAY_JOB_TIMEOUT" help:"time limit of starting a bulk job (the registry validates the whole file first)"`
 	MaxBodyBytes    int64         `flag:"max-body-bytes" env:"VPN_GATEWAY_MAX_BODY_BYTES" help:"largest request body accepted"`
+	MaxImportBytes  int64         `flag:"max-import-bytes" env:"VPN_GATEWAY_MAX_IMPORT_BYTES" help:"largest import file accepted; it travels to the registry through the job_inputs object store (at most 1 GiB)"`
 	RateLimit       float64       `flag:"rate-limit" env:"VPN_GATEWAY_RATE_LIMIT" help:"requests per second allowed per API token (0: no limit)"`
 	RateBurst       int           `flag:"rate-burst" env:"VPN_GATEWAY_RATE_BURST" help:"burst of requests allowed per API token"`
 	PublicRateLimit float64       `flag:"public-rate-limit" env:"VPN_GATEWAY_PUBLIC_RATE_LIMIT" help:"subscription requests per second allowed per client address (0: no limit)"`
@@ -63,6 +66,7 @@ func Defaults() Config {
 		UpstreamTimeout: 5 * time.Second,
 		JobTimeout:      2 * time.Minute,
 		MaxBodyBytes:    1 << 20,
+		MaxImportBytes:  job.DefaultMaxInput,
 		RateLimit:       50,
 		RateBurst:       100,
 		PublicRateLimit: 5,
@@ -83,6 +87,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 1024 {
 		fe = append(fe, errs.FieldError{Field: "max_body_bytes", Rule: "must be at least 1024"})
+	}
+	if c.MaxImportBytes < 1 || c.MaxImportBytes > subject.JobInputsMaxBytes {
+		fe = append(fe, errs.FieldError{Field: "max_import_bytes", Rule: fmt.Sprintf("must be 1-%d (the job_inputs object store's size)", subject.JobInputsMaxBytes)})
 	}
 	if c.RateLimit < 0 || c.PublicRateLimit < 0 {
 		fe = append(fe, errs.FieldError{Field: "rate_limit", Rule: "must not be negative"})
@@ -146,6 +153,9 @@ func New(env svc.Env, cfg Config) *Gateway {
 	if cfg.JobTimeout <= 0 {
 		cfg.JobTimeout = d.JobTimeout
 	}
+	if cfg.MaxImportBytes <= 0 {
+		cfg.MaxImportBytes = d.MaxImportBytes
+	}
 	if cfg.EventsPing <= 0 {
 		cfg.EventsPing = d.EventsPing
 	}
@@ -163,6 +173,7 @@ func New(env svc.Env, cfg Config) *Gateway {
 		UpstreamTimeout:     cfg.UpstreamTimeout,
 		JobTimeout:          max(cfg.JobTimeout, cfg.UpstreamTimeout),
 		MaxBodyBytes:        cfg.MaxBodyBytes,
+		MaxImportBytes:      cfg.MaxImportBytes,
 		RatePerSecond:       cfg.RateLimit,
 		RateBurst:           cfg.RateBurst,
 		PublicRatePerSecond: cfg.PublicRateLimit,

@@ -64,13 +64,16 @@ type options struct {
 	noUsers  bool
 	noHealth bool
 	cfg      func(*gateway.Config)
+	// nats tunes the test's NATS server (natstest.DefaultMaxPayload: a
+	// cluster's 1 MiB messages).
+	nats natstest.Options
 }
 
 func newHarness(t testing.TB) *harness { return newHarnessWith(t, options{}) }
 
 func newHarnessWith(t testing.TB, o options) *harness {
 	t.Helper()
-	ns := natstest.Start(t)
+	ns := natstest.StartWith(t, o.nats)
 	h := &harness{t: t, ns: ns, nc: ns.Conn(), tokens: map[string]string{}}
 	js, err := jetstream.New(h.nc)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -14,6 +15,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vpnfleet/vpnfleet/services/gateway"
 
 	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/job"
@@ -232,8 +236,14 @@ func TestJobsOverHTTP(t *testing.T) {
 
 // TestJobBadInput checks each refusal of a job request: status, code, the
 // field named and a hint; and that shape errors never reach NATS.
+// TestJobBadInput: requests the gateway refuses never reach the jobs
+// service, files over --max-import-bytes (1 MiB here) are a 413 that
+// names the limit and the setting, what only the registry can judge is
+// still precise, and no refused import leaves its file in the job inputs
+// store.
 func TestJobBadInput(t *testing.T) {
-	h := newHarness(t)
+	const maxImport = 1 << 20
+	h := newHarnessWith(t, options{cfg: func(c *gateway.Config) { c.MaxImportBytes = maxImport }})
 	h.createUser("someone")
 	var leaked atomic.Int64
 	spy, err := h.nc.Subscribe("vpn.jobs.>", func(*nats.Msg) { leaked.Add(1) })
@@ -244,7 +254,7 @@ func TestJobBadInput(t *testing.T) {
 	if err := h.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	big := bytes.Repeat([]byte("a"), job.MaxData+1)
+	big := bytes.Repeat([]byte("a"), maxImport+1)
 	bigForm, bigCT := form(t, big)
 	noFile, noFileCT := form(t, nil, "dry_run", "true")
 	badBool, badBoolCT := form(t, []byte("name\nx\n"), "dry_run", "maybe")
@@ -296,6 +306,9 @@ func TestJobBadInput(t *testing.T) {
 			if c.field != "" && (len(p.Errors) == 0 || p.Errors[0].Field != c.field) {
 				t.Fatalf("errors %+v, want field %s", p.Errors, c.field)
 			}
+			if c.code == "file_too_large" && (!strings.Contains(p.Detail, "1048576 bytes (1 MiB)") || !strings.Contains(p.Detail, "--max-import-bytes")) {
+				t.Fatalf("detail %q does not name the limit and its setting", p.Detail)
+			}
 		})
 	}
 	if err := h.nc.Flush(); err != nil {
@@ -326,6 +339,13 @@ func TestJobBadInput(t *testing.T) {
 				t.Fatalf("%d %s, want %d %s field %s hint ~%q: %s", r.status, p.Code, c.status, c.code, c.field, c.hint, r.body)
 			}
 		})
+	}
+	obs, err := h.js.ObjectStore(ctxT(t), subject.BucketJobInputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, err := obs.List(ctxT(t)); !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		t.Fatalf("refused imports left %d files in %s (%v)", len(left), subject.BucketJobInputs, err)
 	}
 }
 

@@ -172,7 +172,6 @@ func TestBadJobRequests(t *testing.T) {
 	h := newHarness(t)
 	h.start()
 	h.create("someone")
-	big := bytes.Repeat([]byte("a"), job.MaxData+1)
 	tests := []struct {
 		name  string
 		req   any
@@ -181,7 +180,8 @@ func TestBadJobRequests(t *testing.T) {
 		want  string
 	}{
 		{"unknown kind", job.CreateRequest{Kind: "explode"}, subject.JobsCreate, errs.Invalid, "kind"},
-		{"file over the limit", job.CreateRequest{Kind: job.KindImport, Data: big}, subject.JobsCreate, errs.Invalid, "data"},
+		{"input not in the store", job.CreateRequest{Kind: job.KindImport, Input: &job.Input{Name: "nosuch", Digest: "SHA-256=AAAA"}}, subject.JobsCreate, errs.NotFound, ""},
+		{"input and data", job.CreateRequest{Kind: job.KindImport, Data: []byte("name\nx\n"), Input: &job.Input{Name: "nosuch", Digest: "SHA-256=AAAA"}}, subject.JobsCreate, errs.Invalid, "data"},
 		{"filter matching nothing", job.CreateRequest{Kind: job.KindDisable, Filter: &job.Filter{NamePrefix: "nobody"}}, subject.JobsCreate, errs.Invalid, "filter"},
 		{"empty filter", job.CreateRequest{Kind: job.KindDisable, Filter: &job.Filter{}}, subject.JobsCreate, errs.Invalid, "filter"},
 		{"extend without duration", job.CreateRequest{Kind: job.KindExtend, Filter: &job.Filter{NamePrefix: "some"}}, subject.JobsCreate, errs.Invalid, "extend_by"},

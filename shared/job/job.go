@@ -92,9 +92,28 @@ const (
 	PolicyStop Policy = "stop"
 )
 
-// MaxData is the largest import file a create request may carry: base64
-// in JSON it stays under the 8 MiB message limit of the embedded server.
-const MaxData = 5 << 20
+// DefaultMaxInput is the default of the largest import file the gateway
+// takes into the job inputs store (its --max-import-bytes): a Marzban
+// export of 50,000 users with links is about 70 MB.
+const DefaultMaxInput = 128 << 20
+
+// Input names an import file kept in the job inputs object store
+// (subject.BucketJobInputs): its object name, its SHA-256 digest as the
+// object store writes it ("SHA-256=<base64url>"), and its size. The
+// registry reads the file by name, refuses it unless the digest matches,
+// and deletes it when the job ends; a create retried after a crash finds
+// it there again.
+type Input struct {
+	Name   string `json:"name"`
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+// MaxReportProblems is how many problems, and how many warnings, a report
+// (and an invalid-records error) lists; the rest are only counted
+// (Report.ProblemsOmitted, WarningsOmitted), so that the reply to a file
+// of 100,000 bad records still fits in one NATS message.
+const MaxReportProblems = 1000
 
 // MaxGenerate is the most users one generate job creates.
 const MaxGenerate = 100_000
@@ -130,9 +149,13 @@ type CreateRequest struct {
 	SkipInvalid    bool   `json:"skip_invalid,omitempty"`
 	Policy         Policy `json:"policy,omitempty"`
 
-	// Import: the file and its format (default: detected).
+	// Import: the file and its format (default: detected). The file is
+	// either in Data, inline (base64 in JSON, so bounded by NATS's
+	// max_payload: a few hundred KiB on a default 1 MiB), or in the job
+	// inputs store, named by Input; the gateway sends every file that way.
 	Format Format `json:"format,omitempty"`
 	Data   []byte `json:"data,omitempty"`
+	Input  *Input `json:"input,omitempty"`
 
 	// Generate: Count users named NamePrefix followed by a number, each
 	// created as Template says (its name is ignored).
@@ -195,6 +218,10 @@ type Report struct {
 	// Warnings are mapping notes that do not stop a record (a Marzban
 	// Shadowsocks password replaced by a new 2022 key, say).
 	Warnings []Problem `json:"warnings,omitempty"`
+	// ProblemsOmitted and WarningsOmitted count those past the first
+	// MaxReportProblems, which are not listed.
+	ProblemsOmitted int `json:"problems_omitted,omitempty"`
+	WarningsOmitted int `json:"warnings_omitted,omitempty"`
 }
 
 // CreateResponse answers a create: the report and, unless it was a dry
@@ -260,6 +287,10 @@ type Job struct {
 	DoneBatches []int `json:"done_batches,omitempty"`
 	// Workers counts the batches each registry replica applied.
 	Workers map[string]int `json:"workers,omitempty"`
+	// Input is the import file in the job inputs store while the job
+	// runs; it is deleted when the job ends (a rollback replays the undo
+	// logs, not the file).
+	Input *Input `json:"input,omitempty"`
 	// RollbackOf is the job a rollback undoes; RolledBackBy the rollback
 	// of this job.
 	RollbackOf   string    `json:"rollback_of,omitempty"`

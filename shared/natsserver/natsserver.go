@@ -55,6 +55,10 @@ type Config struct {
 	// TLS, when set, makes the listener require TLS. In-process
 	// connections may still be plain.
 	TLS *TLSFiles
+	// MaxPayload is the largest message the server takes; 0 is NATS's
+	// default of 1 MiB, what a cluster has unless configured otherwise.
+	// vpnd passes EmbeddedMaxPayload.
+	MaxPayload int32
 	// Cluster, when set, makes the server one node of a NATS cluster with
 	// clustered JetStream (streams and buckets replicated R3). Every
 	// node trusts the same operator and accounts; each keeps its own
@@ -80,6 +84,12 @@ type TLSFiles struct {
 	Cert, Key, CA string
 }
 
+// EmbeddedMaxPayload is vpnd's max_payload. Import files no longer need
+// it (they travel through the job inputs object store in chunks), but a
+// page of up to 1,000 users with 1 KiB notes each (vpn.users.list with
+// limit 1000) can still be larger than NATS's default 1 MiB.
+const EmbeddedMaxPayload = 8 << 20
+
 // Server is a running embedded NATS server.
 type Server struct {
 	ns      *server.Server
@@ -101,7 +111,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
 		NoSigs:     true,
 		NoLog:      false,
-		MaxPayload: 8 << 20,
+		MaxPayload: cfg.MaxPayload,
 	}
 	if opts.ServerName == "" {
 		opts.ServerName = "vpnd"

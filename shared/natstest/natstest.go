@@ -37,6 +37,8 @@ type Server struct {
 	listen  string
 	trust   *natsauth.Trust
 	service natsauth.Credential
+	// maxPayload is the server's max_payload.
+	maxPayload int32
 
 	mu        sync.Mutex
 	srv       *natsserver.Server
@@ -49,7 +51,14 @@ type Options struct {
 	NoProvision bool
 	// DataDir reuses a directory instead of a fresh temp dir.
 	DataDir string
+	// MaxPayload is the server's max_payload: 0 is vpnd's
+	// (natsserver.EmbeddedMaxPayload), DefaultMaxPayload a cluster's.
+	MaxPayload int32
 }
+
+// DefaultMaxPayload is NATS's default max_payload (1 MiB), which a
+// cluster has unless its operator raises it.
+const DefaultMaxPayload = 1 << 20
 
 // Start starts a server for t and provisions every stream and bucket.
 func Start(t testing.TB) *Server { return StartWith(t, Options{}) }
@@ -69,7 +78,11 @@ func StartWith(t testing.TB, o Options) *Server {
 	if err != nil {
 		t.Fatalf("minting the test service credential: %v", err)
 	}
-	s := &Server{t: t, dataDir: dir, listen: "127.0.0.1:" + freePort(t), trust: trust, service: service}
+	maxPayload := o.MaxPayload
+	if maxPayload == 0 {
+		maxPayload = natsserver.EmbeddedMaxPayload
+	}
+	s := &Server{t: t, dataDir: dir, listen: "127.0.0.1:" + freePort(t), trust: trust, service: service, maxPayload: maxPayload}
 	s.start()
 	t.Cleanup(s.Shutdown)
 	if !o.NoProvision {
@@ -84,7 +97,7 @@ func StartWith(t testing.TB, o Options) *Server {
 
 func (s *Server) start() {
 	s.t.Helper()
-	srv, err := natsserver.Start(natsserver.Config{DataDir: s.dataDir, Listen: s.listen, Trust: s.trust}, Logger(s.t))
+	srv, err := natsserver.Start(natsserver.Config{DataDir: s.dataDir, Listen: s.listen, Trust: s.trust, MaxPayload: s.maxPayload}, Logger(s.t))
 	if err != nil {
 		s.t.Fatalf("starting nats: %v", err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/cli/internal/output"
 	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/job"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
 
@@ -112,9 +113,6 @@ Ctrl-C stops watching, not the job: reattach with 'vpn jobs watch ID'.`,
 			if err != nil {
 				return err
 			}
-			if len(data) > job.MaxData {
-				return fmt.Errorf("%s is %d bytes, over the %d MiB one import takes\nhint: split it into parts of at most %d MiB and import each", argv[0], len(data), job.MaxData>>20, job.MaxData>>20)
-			}
 			body, ct, err := importForm(data, name, format, jr, skipInvalid)
 			if err != nil {
 				return err
@@ -133,7 +131,7 @@ Ctrl-C stops watching, not the job: reattach with 'vpn jobs watch ID'.`,
 // (users/<uuid>/config.json), the way the Rust predecessor kept them.
 func (a *app) readImport(path string) ([]byte, string, error) {
 	if path == "-" {
-		data, err := io.ReadAll(io.LimitReader(a.env.Stdin, job.MaxData+1))
+		data, err := io.ReadAll(io.LimitReader(a.env.Stdin, subject.JobInputsMaxBytes+1))
 		return data, "stdin", err
 	}
 	fi, err := os.Stat(path)
@@ -141,8 +139,10 @@ func (a *app) readImport(path string) ([]byte, string, error) {
 		return nil, "", fmt.Errorf("reading %s: %w", path, err)
 	}
 	if !fi.IsDir() {
-		if fi.Size() > job.MaxData {
-			return nil, "", fmt.Errorf("%s is %d bytes, over the %d MiB one import takes\nhint: split it into parts of at most %d MiB and import each", path, fi.Size(), job.MaxData>>20, job.MaxData>>20)
+		// The gateway's --max-import-bytes is the real limit (it answers
+		// 413 naming it); nothing larger than the job inputs store fits.
+		if fi.Size() > subject.JobInputsMaxBytes {
+			return nil, "", fmt.Errorf("%s is %d bytes, over the %d MiB the job inputs store holds\nhint: split it into parts and import each", path, fi.Size(), subject.JobInputsMaxBytes>>20)
 		}
 		data, err := os.ReadFile(path)
 		if err != nil {

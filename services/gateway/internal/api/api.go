@@ -48,8 +48,11 @@ type Config struct {
 	// UpstreamTimeout bounds every request to a service over NATS.
 	UpstreamTimeout time.Duration
 	// JobTimeout bounds the start of a bulk job, which validates a whole
-	// file (up to job.MaxData) before it answers.
+	// file (up to MaxImportBytes) before it answers.
 	JobTimeout time.Duration
+	// MaxImportBytes bounds an import file, which the gateway puts in the
+	// job inputs object store.
+	MaxImportBytes int64
 	// MaxBodyBytes bounds request bodies.
 	MaxBodyBytes int64
 	// RatePerSecond and RateBurst limit each API token; PublicRate* limit

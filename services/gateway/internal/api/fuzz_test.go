@@ -129,7 +129,7 @@ func FuzzDecodeJobForm(f *testing.F) {
 	}
 	f.Add(file, "multipart/form-data")
 	f.Fuzz(func(t *testing.T, body, ct string) {
-		v, err := DecodeJobForm(strings.NewReader(body), ct)
+		v, err := DecodeJobForm(strings.NewReader(body), ct, 1<<16)
 		checkDecoded(t, v, err, ValidateJob)
 	})
 }

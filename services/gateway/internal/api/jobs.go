@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -19,24 +21,30 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/job"
+	"github.com/vpnfleet/vpnfleet/shared/jobinput"
+	"github.com/vpnfleet/vpnfleet/shared/logkey"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
 
-// Limits of POST /api/v1/jobs. A JSON body carries the file in base64,
-// so its limit is the file limit (job.MaxData) in base64 plus room for the
-// other fields; a multipart body carries the file as it is.
+// Limits of POST /api/v1/jobs. The file limit is the gateway's
+// MaxImportBytes (--max-import-bytes). A JSON body carries the file in
+// base64, so its limit is the file limit in base64 plus room for the other
+// fields; a multipart body carries the file as it is.
 const (
-	JobJSONBytes = (job.MaxData+2)/3*4 + 64<<10
-	jobFormBytes = job.MaxData + 64<<10
 	formFieldMax = 1024
 	jobFileField = "file"
+	jobFormRoom  = 64 << 10
 )
+
+// JobJSONBytes is the largest JSON body of POST /api/v1/jobs that may
+// carry a file of maxFile bytes.
+func JobJSONBytes(maxFile int64) int64 { return (maxFile+2)/3*4 + jobFormRoom }
 
 // jobForm lists the text fields of a multipart job request.
 var jobForm = &openapi.Form{
 	File:        jobFileField,
-	Description: fmt.Sprintf("the file to import, at most %d bytes (%d MiB)", job.MaxData, job.MaxData>>20),
+	Description: "the file to import, at most --max-import-bytes (default 64 MiB); it travels to the registry through the job inputs object store",
 	Fields: []openapi.Param{
 		{Name: "kind", Description: "import (the default; a file is always an import)", Enum: []string{string(job.KindImport)}},
 		{Name: "format", Description: "the file's format (default: detected)", Enum: append([]string{"auto"}, enum(job.Formats)...)},
@@ -47,36 +55,50 @@ var jobForm = &openapi.Form{
 	},
 }
 
-func fileTooLarge(field string) error {
+// fileTooLarge is the 413 of a file over limit bytes, naming the limit
+// and the setting that sets it.
+func fileTooLarge(field string, limit int64) error {
 	p := problem.WithStatus(http.StatusRequestEntityTooLarge, errs.Invalid, problem.CodeFileTooLarge,
-		fmt.Sprintf("the file is larger than %d bytes (%d MiB), the most one import takes", job.MaxData, job.MaxData>>20),
-		fmt.Sprintf("split the file into parts of at most %d MiB and import each (ids and names stay unique across parts)", job.MaxData>>20))
-	p.Errors = []errs.FieldError{{Field: field, Rule: fmt.Sprintf("must be at most %d bytes", job.MaxData)}}
+		fmt.Sprintf("the file is larger than %d bytes (%s), the most one import takes (the gateway's --max-import-bytes)", limit, mib(limit)),
+		fmt.Sprintf("split the file into parts of at most %s and import each (ids and names stay unique across parts), or raise --max-import-bytes", mib(limit)))
+	p.Errors = []errs.FieldError{{Field: field, Rule: fmt.Sprintf("must be at most %d bytes", limit)}}
 	return p
 }
 
+func mib(n int64) string {
+	if n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
+
 // DecodeJobJSON decodes the JSON body of POST /api/v1/jobs (a
-// job.CreateRequest, the file base64 in data), read up to limit bytes. A
-// file over job.MaxData is a 413 naming the field.
-func DecodeJobJSON(body io.Reader, contentType string, limit int64) (job.CreateRequest, error) {
-	req, err := DecodeJSON[job.CreateRequest](body, contentType, limit)
+// job.CreateRequest, the file base64 in data), read up to
+// JobJSONBytes(maxFile) bytes. A file over maxFile is a 413 naming the
+// field and the limit; so is an input named by the client (only the
+// gateway puts files in the job inputs store).
+func DecodeJobJSON(body io.Reader, contentType string, maxFile int64) (job.CreateRequest, error) {
+	req, err := DecodeJSON[job.CreateRequest](body, contentType, JobJSONBytes(maxFile))
 	var p *problem.Problem
 	if errors.As(err, &p) && p.Code == problem.CodeBodyTooLarge {
-		return req, fileTooLarge("data")
+		return req, fileTooLarge("data", maxFile)
 	}
 	if err != nil {
 		return req, err
 	}
-	if len(req.Data) > job.MaxData {
-		return req, fileTooLarge("data")
+	if int64(len(req.Data)) > maxFile {
+		return req, fileTooLarge("data", maxFile)
+	}
+	if req.Input != nil {
+		return req, problem.Fields(errs.Invalid.String(), errs.FieldError{Field: "input", Rule: "is set by the gateway: send the file in data (base64) or as a multipart part named file"})
 	}
 	return req, nil
 }
 
 // DecodeJobForm decodes a multipart/form-data body of POST /api/v1/jobs:
-// a part named file (the file to import, at most job.MaxData bytes) and
-// the text fields of jobForm. A file is always an import.
-func DecodeJobForm(body io.Reader, contentType string) (job.CreateRequest, error) {
+// a part named file (the file to import, at most maxFile bytes) and the
+// text fields of jobForm. A file is always an import.
+func DecodeJobForm(body io.Reader, contentType string, maxFile int64) (job.CreateRequest, error) {
 	req := job.CreateRequest{Kind: job.KindImport}
 	_, params, err := mime.ParseMediaType(contentType)
 	if err != nil || params["boundary"] == "" {
@@ -92,7 +114,7 @@ func DecodeJobForm(body io.Reader, contentType string) (job.CreateRequest, error
 			break
 		}
 		if err != nil {
-			return req, malformedForm(err)
+			return req, malformedForm(err, maxFile)
 		}
 		name := part.FormName()
 		if seen[name] {
@@ -101,12 +123,12 @@ func DecodeJobForm(body io.Reader, contentType string) (job.CreateRequest, error
 		}
 		seen[name] = true
 		if name == jobFileField {
-			data, err := io.ReadAll(io.LimitReader(part, job.MaxData+1))
+			data, err := io.ReadAll(io.LimitReader(part, maxFile+1))
 			if err != nil {
-				return req, malformedForm(err)
+				return req, malformedForm(err, maxFile)
 			}
-			if len(data) > job.MaxData {
-				return req, fileTooLarge(jobFileField)
+			if int64(len(data)) > maxFile {
+				return req, fileTooLarge(jobFileField, maxFile)
 			}
 			req.Data = data
 			continue
@@ -119,7 +141,7 @@ func DecodeJobForm(body io.Reader, contentType string) (job.CreateRequest, error
 		}
 		raw, err := io.ReadAll(io.LimitReader(part, formFieldMax+1))
 		if err != nil {
-			return req, malformedForm(err)
+			return req, malformedForm(err, maxFile)
 		}
 		if len(raw) > formFieldMax {
 			fe = append(fe, errs.FieldError{Field: name, Rule: fmt.Sprintf("must be at most %d bytes", formFieldMax)})
@@ -162,10 +184,10 @@ func DecodeJobForm(body io.Reader, contentType string) (job.CreateRequest, error
 	return req, nil
 }
 
-func malformedForm(err error) error {
+func malformedForm(err error, maxFile int64) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return fileTooLarge(jobFileField)
+		return fileTooLarge(jobFileField, maxFile)
 	}
 	return problem.New(errs.Invalid, problem.CodeMalformedForm, "the multipart body cannot be read: "+err.Error(),
 		"send valid multipart/form-data (curl -F file=@users.csv -F dry_run=true)")
@@ -332,17 +354,20 @@ func jobPath(id string) string { return "/api/v1/jobs/" + id }
 func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 	var req job.CreateRequest
 	var err error
+	maxFile := s.cfg.MaxImportBytes
+	fileField := "data"
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch {
 	case mt == "multipart/form-data":
-		if r.ContentLength > jobFormBytes {
-			return fileTooLarge(jobFileField)
+		fileField = jobFileField
+		if r.ContentLength > maxFile+jobFormRoom {
+			return fileTooLarge(jobFileField, maxFile)
 		}
-		req, err = DecodeJobForm(http.MaxBytesReader(w, r.Body, jobFormBytes), r.Header.Get("Content-Type"))
-	case r.ContentLength > JobJSONBytes:
-		return fileTooLarge("data")
+		req, err = DecodeJobForm(http.MaxBytesReader(w, r.Body, maxFile+jobFormRoom), r.Header.Get("Content-Type"), maxFile)
+	case r.ContentLength > JobJSONBytes(maxFile):
+		return fileTooLarge("data", maxFile)
 	default:
-		req, err = DecodeJobJSON(r.Body, r.Header.Get("Content-Type"), JobJSONBytes)
+		req, err = DecodeJobJSON(r.Body, r.Header.Get("Content-Type"), maxFile)
 	}
 	if err != nil {
 		return err
@@ -362,8 +387,28 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	// The file goes to the registry through the job inputs store, never
+	// in the request: a cluster's NATS takes 1 MiB messages.
+	var in *job.Input
+	if len(req.Data) > 0 {
+		stored, err := jobinput.Put(r.Context(), s.env.JS, bytes.NewReader(req.Data), maxFile, fileField)
+		if errs.CodeOf(err) == errs.CodeInputTooLarge {
+			done(err)
+			return fileTooLarge(fileField, maxFile)
+		}
+		if err != nil {
+			done(err)
+			return err
+		}
+		in, req.Input, req.Data = &stored, &stored, nil
+	}
 	resp, err := callWithin[job.CreateResponse](s, r, subject.JobsCmd(subject.JobsCreate), req, max(s.cfg.JobTimeout, s.cfg.UpstreamTimeout))
 	done(err)
+	if in != nil && inputUnused(in, resp, err) {
+		if derr := jobinput.Delete(context.WithoutCancel(r.Context()), s.env.JS, in.Name); derr != nil {
+			s.log.Warn("deleting an unused job input", logkey.Err, derr)
+		}
+	}
 	if err != nil {
 		return jobProblem(err, "")
 	}
@@ -373,6 +418,22 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 	setTarget(r, "job", resp.Job.ID)
 	w.Header().Set("Location", jobPath(resp.Job.ID))
 	return writeJSON(w, http.StatusAccepted, resp)
+}
+
+// inputUnused reports whether the input the gateway stored for a create
+// is certainly not a job's: a dry run, a refusal (nothing was made), or a
+// retried create answered with a job that reads another input. After a
+// timeout the registry may still be reading it: it stays, and the job's
+// end (or the store's TTL) removes it.
+func inputUnused(in *job.Input, resp job.CreateResponse, err error) bool {
+	if err != nil {
+		switch errs.ClassOf(err) {
+		case errs.Invalid, errs.Conflict, errs.NotFound, errs.Forbidden:
+			return true
+		}
+		return false
+	}
+	return resp.Job == nil || resp.Job.Input == nil || resp.Job.Input.Name != in.Name
 }
 
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) error {

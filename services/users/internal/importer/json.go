@@ -28,7 +28,19 @@ func elements(data []byte, key string) ([]element, error) {
 	}
 	data = bytes.TrimPrefix(data, utf8BOM)
 	dec := json.NewDecoder(bytes.NewReader(data))
-	lineAt := func(off int64) int { return 1 + bytes.Count(data[:min(int(off), len(data))], []byte{'\n'}) }
+	// lineAt counts newlines from where it last counted when offsets grow
+	// (elements come in order), so a file of many records is read in
+	// linear time.
+	lastOff, lastLine := 0, 1
+	lineAt := func(off int64) int {
+		o := min(int(off), len(data))
+		if o < lastOff {
+			lastOff, lastLine = 0, 1
+		}
+		lastLine += bytes.Count(data[lastOff:o], []byte{'\n'})
+		lastOff = o
+		return lastLine
+	}
 	bad := func(err error) error {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {

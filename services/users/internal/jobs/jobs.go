@@ -35,6 +35,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/job"
+	"github.com/vpnfleet/vpnfleet/shared/jobinput"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 )
@@ -143,6 +144,13 @@ func (j *Jobs) Create(ctx context.Context, req job.CreateRequest) (job.CreateRes
 			id = prev // the first attempt died enqueuing: finish it
 		}
 	}
+	if req.Kind == job.KindImport {
+		data, err := j.importData(ctx, req)
+		if err != nil {
+			return job.CreateResponse{}, err
+		}
+		req.Data = data
+	}
 	now := j.now()
 	var p plan
 	var err error
@@ -157,6 +165,7 @@ func (j *Jobs) Create(ctx context.Context, req job.CreateRequest) (job.CreateRes
 	if err != nil {
 		return job.CreateResponse{}, err
 	}
+	p.report = capReport(p.report)
 	resp := job.CreateResponse{Report: p.report}
 	if req.DryRun {
 		return resp, nil
@@ -170,6 +179,7 @@ func (j *Jobs) Create(ctx context.Context, req job.CreateRequest) (job.CreateRes
 	rec := job.Job{
 		ID: id, Kind: req.Kind, State: job.StateRunning, Policy: req.Policy, Format: p.format,
 		Total: p.report.Records, Skipped: p.report.Invalid, CreatedAt: now, UpdatedAt: now,
+		Input: req.Input,
 	}
 	created, err := j.enqueue(ctx, rec, req.Kind, p.params, p.items)
 	if err != nil {
@@ -180,16 +190,43 @@ func (j *Jobs) Create(ctx context.Context, req job.CreateRequest) (job.CreateRes
 	return resp, nil
 }
 
+// importData is an import's file: inline in the request (as large as
+// the request could be), or read from the job inputs store when the
+// request names it (the gateway's way; a create retried after a crash
+// finds it there again).
+func (j *Jobs) importData(ctx context.Context, req job.CreateRequest) ([]byte, error) {
+	if req.Input == nil {
+		return req.Data, nil
+	}
+	if len(req.Data) > 0 {
+		return nil, errs.Field("data", "must be empty when input names the file")
+	}
+	return jobinput.Read(ctx, j.js, *req.Input, subject.JobInputsMaxBytes)
+}
+
+// dropInput deletes a finished job's input file; the bucket's TTL removes
+// one this misses.
+func (j *Jobs) dropInput(ctx context.Context, rec job.Job) {
+	if rec.Input == nil || !rec.State.Final() {
+		return
+	}
+	if err := jobinput.Delete(ctx, j.js, rec.Input.Name); err != nil {
+		j.log.Warn("deleting job input", logkey.Job, rec.ID, logkey.Err, err)
+	}
+}
+
 // enqueue publishes the items in batches, then stores the job record.
 // Workers wait for the record, so a job whose creator dies half-way is
 // never half-applied: its batches are dropped after OrphanAfter, unless a
 // retry with the same idempotency key publishes the rest (the duplicate
 // window drops those already there) and stores the record.
 func (j *Jobs) enqueue(ctx context.Context, rec job.Job, kind job.Kind, prm Params, items []Item) (job.Job, error) {
-	size := j.opts.BatchSize
-	rec.Batches = (len(items) + size - 1) / size
-	for b := 0; b < rec.Batches; b++ {
-		part := items[b*size : min((b+1)*size, len(items))]
+	parts, err := split(items, j.opts.BatchSize, MaxBatchBytes)
+	if err != nil {
+		return job.Job{}, errs.Wrap(errs.Internal, err, "splitting job %s", rec.ID)
+	}
+	rec.Batches = len(parts)
+	for b, part := range parts {
 		msgID := rec.ID + ":" + strconv.Itoa(part[0].N)
 		batch := Batch{Job: rec.ID, Index: b, Kind: kind, Params: prm, Items: part}
 		if _, err := bus.Publish(ctx, j.js, subject.JobItem(rec.ID), msgID, batch); err != nil {
@@ -210,6 +247,35 @@ func (j *Jobs) enqueue(ctx context.Context, rec job.Job, kind job.Kind, prm Para
 	rec.Revision = rev
 	j.publish(ctx, rec, true)
 	return rec, nil
+}
+
+// MaxBatchBytes bounds the items of one JOBS message, so that a batch of
+// imported users with long notes still fits in NATS's default 1 MiB
+// message (with room for the batch's other fields and headers).
+const MaxBatchBytes = 512 << 10
+
+// split cuts items into batches of at most size items and at most
+// maxBytes of encoded items each (a single larger item is a batch of its
+// own). The cut depends only on the items, so a retried create publishes
+// the same batches under the same message ids.
+func split(items []Item, size, maxBytes int) ([][]Item, error) {
+	var out [][]Item
+	start, bytes := 0, 0
+	for i, it := range items {
+		data, err := json.Marshal(it)
+		if err != nil {
+			return nil, err
+		}
+		if i > start && (i-start == size || bytes+len(data) > maxBytes) {
+			out = append(out, items[start:i])
+			start, bytes = i, 0
+		}
+		bytes += len(data) + 1
+	}
+	if start < len(items) {
+		out = append(out, items[start:])
+	}
+	return out, nil
 }
 
 // rememberKey maps a hashed idempotency key to id unless it is known, and
@@ -369,6 +435,7 @@ func (j *Jobs) control(ctx context.Context, id string, to job.State, from ...job
 	}
 	if to.Final() {
 		j.purge(ctx, id)
+		j.dropInput(ctx, rec)
 	}
 	j.publish(ctx, rec, true)
 	j.log.Info("job state changed", logkey.Job, id, logkey.Status, string(rec.State))

@@ -72,7 +72,23 @@ func problemsErr(r job.Report) error {
 	for _, p := range r.Problems {
 		fe = append(fe, errs.FieldError{Field: p.Where() + ": " + p.Field, Rule: p.Rule})
 	}
-	return &errs.Error{Class: errs.Invalid, Code: errs.CodeInvalidRecords, Msg: fmt.Sprintf("%d of %d records are invalid; nothing was applied", r.Invalid, r.Records), Fields: fe}
+	msg := fmt.Sprintf("%d of %d records are invalid; nothing was applied", r.Invalid, r.Records)
+	if r.ProblemsOmitted > 0 {
+		msg += fmt.Sprintf(" (the first %d problems are listed, %d more are not)", len(r.Problems), r.ProblemsOmitted)
+	}
+	return &errs.Error{Class: errs.Invalid, Code: errs.CodeInvalidRecords, Msg: msg, Fields: fe}
+}
+
+// capReport lists at most job.MaxReportProblems problems and warnings and
+// counts the rest, so that the reply fits in one NATS message.
+func capReport(r job.Report) job.Report {
+	if n := len(r.Problems) - job.MaxReportProblems; n > 0 {
+		r.Problems, r.ProblemsOmitted = r.Problems[:job.MaxReportProblems], n
+	}
+	if n := len(r.Warnings) - job.MaxReportProblems; n > 0 {
+		r.Warnings, r.WarningsOmitted = r.Warnings[:job.MaxReportProblems], n
+	}
+	return r
 }
 
 // planImport decodes and checks every record: the registry's rules,
@@ -81,9 +97,6 @@ func problemsErr(r job.Report) error {
 func planImport(req job.CreateRequest, idx *index.Index, now time.Time) (plan, error) {
 	if len(req.Data) == 0 {
 		return plan{}, errs.Field("data", "must hold the file to import")
-	}
-	if len(req.Data) > job.MaxData {
-		return plan{}, errs.Field("data", fmt.Sprintf("is %d bytes, over the limit of %d (%d MiB)", len(req.Data), job.MaxData, job.MaxData>>20))
 	}
 	format, recs, err := importer.Decode(req.Format, req.Data)
 	if err != nil {

@@ -137,6 +137,7 @@ func (j *Jobs) commit(ctx context.Context, b Batch, out outcome) error {
 	}
 	if rec.State.Final() {
 		j.log.Info("job finished", logkey.Job, rec.ID, logkey.Status, string(rec.State), logkey.Count, rec.Done)
+		j.dropInput(ctx, rec)
 	}
 	j.publish(ctx, rec, false)
 	return nil

@@ -223,6 +223,7 @@ func connect(ctx context.Context, cfg Config, log *slog.Logger, stack *lifecycle
 		DataDir:      cfg.DataDir,
 		Listen:       cfg.NATSListen,
 		SyncInterval: cfg.SyncInterval,
+		MaxPayload:   natsserver.EmbeddedMaxPayload,
 		Trust:        trust,
 		TLS:          tlsFiles,
 	}, log.With(logkey.Component, "nats"))
