@@ -238,6 +238,13 @@ func TestLimitsBite(t *testing.T) {
 			return at
 		}},
 		{name: "quota", counted: true, create: user.CreateRequest{TrafficLimitBytes: quota}},
+		{name: "move", counted: true, act: func(u user.User) time.Time {
+			elsewhere := user.Placement{Nodes: []string{"elsewhere"}}
+			if _, err := bus.Request[user.User](f.ctx(), f.nc, subject.UsersCmd(subject.UsersUpdate), user.UpdateRequest{ID: u.ID, Placement: &elsewhere}); err != nil {
+				t.Fatalf("moving the user to another node: %v", err)
+			}
+			return time.Now()
+		}},
 		// An operator ends the user's sessions without changing the user
 		// (the agent command the gateway's POST /users/{user}/sessions/cut
 		// sends to every node that is up).
