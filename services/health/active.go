@@ -32,6 +32,8 @@ type active struct {
 	fleet  *nodehealth.Fleet
 	ds     *history.Downsampler
 	health jetstream.KeyValue
+	// servers is what nodes report of their servers' users.
+	servers *serverUsers
 
 	evalMu    sync.Mutex
 	eval      *alert.Evaluator
@@ -143,8 +145,9 @@ func (s *service) activate(ctx context.Context) (*active, error) {
 	}
 	a := &active{
 		s: s, fleet: nodehealth.New(s.cfg.fleet()), ds: history.New(s.cfg.history()), health: hkv,
-		eval:  alert.NewEvaluator(s.rules),
-		users: map[string]string{}, online: map[string]time.Time{}, usageHW: map[string]uint64{},
+		eval:    alert.NewEvaluator(s.rules),
+		servers: newServerUsers(),
+		users:   map[string]string{}, online: map[string]time.Time{}, usageHW: map[string]uint64{},
 	}
 	lister, err := hkv.ListKeys(ctx)
 	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
@@ -208,6 +211,8 @@ func (a *active) run(ctx context.Context) error {
 	g.Go(func() error { return consume(subject.StreamEvents, subject.HealthEventsConsumer(), a.onEvent) })
 	g.Go(func() error { return a.watchNodes(ctx) })
 	g.Go(func() error { return a.watchUsers(ctx) })
+	g.Go(func() error { return a.watchServers(ctx) })
+	g.Go(func() error { return a.watchServerStatus(ctx) })
 	g.Go(func() error { return a.every(ctx, s.cfg.EvalInterval, a.tick) })
 	g.Go(func() error { return a.every(ctx, s.cfg.LagInterval, a.readLag) })
 	g.Go(func() error { return a.every(ctx, s.cfg.SweepInterval, a.sweep) })
@@ -409,7 +414,7 @@ func (a *active) tick(ctx context.Context) {
 			a.s.env.Log.Warn("storing node health", logkey.Node, c.Health.Node, logkey.Err, err)
 		}
 	}
-	samples := a.fleet.Samples(now)
+	samples := append(a.fleet.Samples(now), a.servers.samples()...)
 	a.mu.Lock()
 	for _, c := range a.consumers {
 		samples = append(samples, alert.Sample{Metric: "consumer_pending", Labels: map[string]string{"stream": c.Stream, "consumer": c.Name}, Value: float64(c.Pending)})
@@ -571,7 +576,7 @@ func (s *service) snapshot() metrics.Snapshot {
 		return metrics.Snapshot{}
 	}
 	now := time.Now()
-	snap := metrics.Snapshot{Active: true, Nodes: a.fleet.View(now), Users: map[string]int{}}
+	snap := metrics.Snapshot{Active: true, Nodes: a.fleet.View(now), Users: map[string]int{}, Servers: a.servers.behind()}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, st := range a.users {

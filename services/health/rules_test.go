@@ -22,7 +22,7 @@ func TestBuiltInRulesAreValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"NodeDown", "ServerDown", "ServerRestarting", "HostCPUHigh", "HostMemoryHigh", "HostDiskHigh", "ConsumerLag", "UserTrafficLimit", "JobFailed"}
+	want := []string{"NodeDown", "ServerDown", "ServerRestarting", "ServerUsersBehind", "HostCPUHigh", "HostMemoryHigh", "HostDiskHigh", "ConsumerLag", "UserTrafficLimit", "JobFailed"}
 	var got []string
 	for _, r := range f.Rules {
 		got = append(got, r.Name)

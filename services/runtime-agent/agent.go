@@ -53,6 +53,11 @@ type Config struct {
 	AllowPrivateNetworks bool          `flag:"allow-private-networks" env:"VPN_ALLOW_PRIVATE_NETWORKS" help:"let VPN users reach loopback and private addresses through the servers (tests, labs)"`
 	DriftInterval        time.Duration `flag:"drift-interval" env:"VPN_DRIFT_INTERVAL" help:"how often each server's users in Xray are checked against the desired ones"`
 	UsageInterval        time.Duration `flag:"usage-interval" env:"VPN_USAGE_INTERVAL" help:"how often Xray's traffic counters are read into usage records"`
+	XrayMaxReply         int           `flag:"xray-max-reply" env:"VPN_XRAY_MAX_REPLY" help:"largest reply in bytes read from Xray's API (user lists, counters); the default holds 1,000,000 users"`
+	// XrayFirstReply is the reply size each Xray API call accepts at first
+	// (default 4 MiB), doubled up to XrayMaxReply when a reply is larger.
+	// Tests lower it to fill an inbound past it with few users.
+	XrayFirstReply int
 }
 
 // DefaultConfig returns the agent's defaults.
@@ -65,6 +70,7 @@ func DefaultConfig() Config {
 		OutboxLimit:    100_000,
 		DriftInterval:  time.Minute,
 		UsageInterval:  10 * time.Second,
+		XrayMaxReply:   xray.DefaultMaxRecv,
 	}
 }
 
@@ -93,6 +99,9 @@ func (c Config) Validate() error {
 	}
 	if c.DriftInterval < time.Second {
 		fe = append(fe, errs.FieldError{Field: "drift_interval", Rule: "must be at least 1s"})
+	}
+	if c.XrayMaxReply < 1<<20 {
+		fe = append(fe, errs.FieldError{Field: "xray_max_reply", Rule: "must be at least 1048576 (1 MiB)"})
 	}
 	if strings.ContainsAny(c.XrayImage, " \t\n") {
 		fe = append(fe, errs.FieldError{Field: "xray_image", Rule: "must be an image reference"})
@@ -206,6 +215,7 @@ func (a *Agent) newReconciler() (*reconcile.Reconciler, error) {
 		Node: a.node.ID, PublicHost: a.node.PublicAddr, DataDir: dir,
 		XrayBin: bin, XrayImage: image, AllowPrivateNetworks: a.cfg.AllowPrivateNetworks,
 		DriftInterval: a.cfg.DriftInterval, Retiring: a.usage.retiring, Log: a.log,
+		XrayLimits: xray.Limits{Recv: a.cfg.XrayFirstReply, MaxRecv: a.cfg.XrayMaxReply},
 	}, a.rt, reconcile.KVStatus{JS: a.env.JS}, a.enqueueEvent)
 }
 

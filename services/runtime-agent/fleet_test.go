@@ -65,6 +65,9 @@ type fleet struct {
 	image   string
 	drift   time.Duration // agent's drift interval; 0 keeps the default
 	usage   time.Duration // agent's usage interval; 0 keeps the default
+	// firstReply is the agent's first receive limit for Xray API replies
+	// (agent.Config.XrayFirstReply); 0 keeps the default.
+	firstReply int
 	// blockPrivate starts agents with AllowPrivateNetworks off (the
 	// product's default); tests reach their loopback targets otherwise.
 	blockPrivate bool
@@ -140,6 +143,7 @@ func (f *fleet) agentConfig() agent.Config {
 	if f.usage > 0 {
 		cfg.UsageInterval = f.usage
 	}
+	cfg.XrayFirstReply = f.firstReply
 	return cfg
 }
 

@@ -17,7 +17,7 @@ var (
 	workloadsDesc = prometheus.NewDesc("vpnfleet_agent_workloads",
 		"Workloads on this node's runtime by state.", []string{"state"}, nil)
 	serversDesc = prometheus.NewDesc("vpnfleet_agent_servers",
-		"Servers desired on this node by the outcome last reported (applied, failed; pending before the first).", []string{"state"}, nil)
+		"Servers desired on this node by the outcome last reported (applied, partial, failed; pending before the first).", []string{"state"}, nil)
 	serverUsersDesc = prometheus.NewDesc("vpnfleet_agent_server_users",
 		"Users the server's Xray holds, as applied by the agent.", []string{"server"}, nil)
 	usageWindowDesc = prometheus.NewDesc("vpnfleet_agent_last_usage_window_timestamp_seconds",
@@ -30,7 +30,7 @@ var (
 var workloadStates = []runtime.State{runtime.StateCreated, runtime.StateRunning, runtime.StateRestarting, runtime.StateExited, runtime.StateUnknown}
 
 // serverStates are the values of vpnfleet_agent_servers' state label.
-var serverStates = []string{string(server.StateApplied), string(server.StateFailed), "pending"}
+var serverStates = []string{string(server.StateApplied), string(server.StatePartial), string(server.StateFailed), "pending"}
 
 // collector serves the agent's metrics on its registry.
 type collector struct{ a *Agent }

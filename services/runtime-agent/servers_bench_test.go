@@ -268,7 +268,7 @@ func xrayRSSOf(b *testing.B, state []byte) float64 {
 }
 
 // benchUser is an active user on every node with fresh credentials.
-func benchUser(b *testing.B, i int) user.User {
+func benchUser(b testing.TB, i int) user.User {
 	key := make([]byte, 16)
 	if _, err := rand.Read(key); err != nil {
 		b.Fatal(err)

@@ -108,6 +108,10 @@ const (
 	// capability the request needs (a stock Xray cannot end open
 	// sessions); the rest of the request was done.
 	CodeUnsupported = "unsupported"
+	// CodeMessageTooLarge: a message to or from an engine's API (Xray's
+	// gRPC) is over the size its receiver accepts; the error names both.
+	// Retrying does not help: the work must be split or the limit raised.
+	CodeMessageTooLarge = "message_too_large"
 )
 
 // WithCode returns err carrying code, keeping its class, message, fields

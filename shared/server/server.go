@@ -76,14 +76,50 @@ type State string
 // The states.
 const (
 	StatePending State = "pending"
+	// StateApplied: the node's Xray runs the current spec and holds
+	// exactly the server's desired users (UsersApplied == UsersDesired,
+	// UsersExtra == 0).
 	StateApplied State = "applied"
+	// StatePartial: the node's Xray runs the current spec but does not
+	// hold exactly the desired users (being applied, or stuck: Reason and
+	// Code say why); UsersApplied of UsersDesired say how far it got. It
+	// serves the users it holds.
+	StatePartial State = "partial"
 	StateFailed  State = "failed"
 )
+
+// Serving reports whether the node runs the server's current spec, so
+// links to it are handed out: applied, or partial while users are
+// applied.
+func (st Status) Serving() bool {
+	return st.State == StateApplied || st.State == StatePartial
+}
+
+// UsersBehind is how many users the server's Xray lacks or holds in
+// excess of its desired ones; 0 when applied, or when the status came
+// from an agent that did not count users.
+func (st Status) UsersBehind() int {
+	return max(st.UsersDesired-st.UsersApplied, 0) + st.UsersExtra
+}
 
 // Status is what the node's agent reports about a server.
 type Status struct {
 	State  State  `json:"state"`
 	Reason string `json:"reason,omitempty"`
+	// Code is the machine-readable code (shared/errs) of the error in
+	// Reason, when it has one (e.g. message_too_large).
+	Code string `json:"code,omitempty"`
+	// UsersDesired counts the users the server must serve (placed on its
+	// node, served, with credentials for one of its inbounds);
+	// UsersApplied those of them its Xray holds, with their current
+	// credentials, on every inbound they belong on; UsersExtra the users
+	// its Xray holds that it must not (their removal failed). Counted by
+	// the agent from what it applied, checked against Xray's own lists at
+	// every drift check. All zero in statuses of agents that did not
+	// count.
+	UsersDesired int `json:"users_desired,omitempty"`
+	UsersApplied int `json:"users_applied,omitempty"`
+	UsersExtra   int `json:"users_extra,omitempty"`
 	// PublicHost is the host name or address clients actually reach the
 	// server at.
 	PublicHost string `json:"public_host,omitempty"`

@@ -102,11 +102,25 @@ func stateText(s server.Server) string {
 	return string(s.Status.State)
 }
 
+// usersText is how many of the server's users its Xray holds, "-" when
+// its agent did not count them.
+func usersText(s server.Server) string {
+	st := s.Status
+	if st.UsersDesired == 0 && st.UsersApplied == 0 && st.UsersExtra == 0 {
+		return "-"
+	}
+	t := fmt.Sprintf("%d/%d", st.UsersApplied, st.UsersDesired)
+	if st.UsersExtra > 0 {
+		t += fmt.Sprintf(" (+%d)", st.UsersExtra)
+	}
+	return t
+}
+
 func (a *app) printServers(ss []server.Server) error {
 	return printList(a, ss, func(s server.Server) string { return s.ID },
-		[]string{"ID", "NAME", "NODE", "STATE", "INBOUNDS", "HOST", "AGE"},
+		[]string{"ID", "NAME", "NODE", "STATE", "USERS", "INBOUNDS", "HOST", "AGE"},
 		func(s server.Server, now time.Time) []string {
-			return []string{s.ID, s.Name, s.Node, stateText(s), inboundsText(s), orDash(s.Status.PublicHost), output.Age(now, s.CreatedAt)}
+			return []string{s.ID, s.Name, s.Node, stateText(s), usersText(s), inboundsText(s), orDash(s.Status.PublicHost), output.Age(now, s.CreatedAt)}
 		})
 }
 
@@ -122,6 +136,9 @@ func (a *app) printServer(s server.Server) error {
 	pairs := [][2]string{{"ID", s.ID}, {"Name", s.Name}, {"Node", s.Node}, {"Engine", s.Engine}, {"State", stateText(s)}}
 	if s.Status.Reason != "" {
 		pairs = append(pairs, [2]string{"Reason", s.Status.Reason})
+	}
+	if u := usersText(s); u != "-" {
+		pairs = append(pairs, [2]string{"Users", u + " applied (applied/desired, +extra)"})
 	}
 	pairs = append(pairs, [2]string{"Host", orDash(s.Status.PublicHost)})
 	for _, in := range s.Inbounds {

@@ -91,6 +91,7 @@ var Metrics = map[string][]string{
 	"workload_down":              {"node", "workload"},
 	"workload_exits":             {"node", "workload"},
 	"consumer_pending":           {"stream", "consumer"},
+	"server_users_behind":        {"node", "server"},
 }
 
 var ops = []string{">", ">=", "<", "<=", "==", "!="}

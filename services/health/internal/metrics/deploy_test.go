@@ -32,6 +32,7 @@ func exported(t *testing.T) map[string]bool {
 			Online:    1,
 			Consumers: []metrics.Consumer{{Stream: "USAGE", Name: "users-usage", Pending: 1}},
 			Firing:    []event.Alert{{Rule: "JobFailed", Severity: "warning"}},
+			Servers:   []metrics.ServerUsers{{Node: "n1", Server: "s1", Desired: 2, Applied: 1, Behind: 1}},
 		}
 	})
 	c.Traffic.WithLabelValues("n1", "uplink").Add(1)

@@ -1,7 +1,8 @@
 // Package metrics is the Prometheus view of the fleet that vpn-health
 // serves on /metrics: nodes, containers and users by state, host and
 // container resources, traffic per node (and per user behind a flag, for
-// cardinality), JetStream consumer lag, firing alerts, and the health
+// cardinality), servers' users applied of desired, JetStream consumer
+// lag, firing alerts, and the health
 // service's own ingest and notification counters. Fleet gauges are read
 // from a snapshot at scrape time and exported by the replica that holds
 // the evaluator lease (vpnfleet_health_active 1).
@@ -28,6 +29,16 @@ type Snapshot struct {
 	Online    int            // users with traffic within the online window
 	Consumers []Consumer
 	Firing    []event.Alert
+	Servers   []ServerUsers
+}
+
+// ServerUsers is how far one server's Xray is from its desired users, as
+// its node last reported.
+type ServerUsers struct {
+	Node, Server     string
+	Desired, Applied int
+	// Behind counts users missing or in excess (0: exactly the desired).
+	Behind int
 }
 
 // Metric names; deploy/ references them and a test checks each is served.
@@ -53,6 +64,8 @@ const (
 	UserTraffic      = "vpnfleet_user_traffic_bytes_total"
 	Ingested         = "vpnfleet_health_messages_total"
 	Notifications    = "vpnfleet_health_notifications_total"
+	ServerUsersTotal = "vpnfleet_server_users"
+	ServerBehind     = "vpnfleet_server_users_behind"
 )
 
 var (
@@ -73,6 +86,8 @@ var (
 	dConsPending = prometheus.NewDesc(ConsumerPending, "Messages a durable consumer has not been delivered yet (lag).", []string{"stream", "consumer"}, nil)
 	dConsAck     = prometheus.NewDesc(ConsumerAck, "Messages a durable consumer holds unacknowledged.", []string{"stream", "consumer"}, nil)
 	dFiring      = prometheus.NewDesc(AlertsFiring, "Firing alerts by rule and severity.", []string{"rule", "severity"}, nil)
+	dSrvUsers    = prometheus.NewDesc(ServerUsersTotal, "Users a server must serve (desired) and those its Xray holds with current credentials (applied), as its node reports.", []string{"node", "server", "kind"}, nil)
+	dSrvBehind   = prometheus.NewDesc(ServerBehind, "Users a server's Xray lacks or holds in excess of its desired ones (0 when applied).", []string{"node", "server"}, nil)
 )
 
 // Collector exports the fleet view.
@@ -107,7 +122,7 @@ func Register(reg prometheus.Registerer, perUser bool, snap func() Snapshot) *Co
 
 // Describe sends every fleet descriptor.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dActive, dNodes, dNodeState, dHBAge, dCPU, dMem, dDisk, dContainers, dCUp, dCCPU, dCMem, dCExits, dUsers, dOnline, dConsPending, dConsAck, dFiring} {
+	for _, d := range []*prometheus.Desc{dActive, dNodes, dNodeState, dHBAge, dCPU, dMem, dDisk, dContainers, dCUp, dCCPU, dCMem, dCExits, dUsers, dOnline, dConsPending, dConsAck, dFiring, dSrvUsers, dSrvBehind} {
 		ch <- d
 	}
 }
@@ -164,6 +179,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, cs := range s.Consumers {
 		gauge(dConsPending, float64(cs.Pending), cs.Stream, cs.Name)
 		gauge(dConsAck, float64(cs.AckPending), cs.Stream, cs.Name)
+	}
+	for _, su := range s.Servers {
+		gauge(dSrvUsers, float64(su.Desired), su.Node, su.Server, "desired")
+		gauge(dSrvUsers, float64(su.Applied), su.Node, su.Server, "applied")
+		gauge(dSrvBehind, float64(su.Behind), su.Node, su.Server)
 	}
 	firing := map[[2]string]int{}
 	for _, a := range s.Firing {

@@ -57,6 +57,16 @@ func memberOf(u user.User) *member {
 		default:
 			continue
 		}
+		// Credentials Xray cannot take are not desired anywhere (they
+		// would fail every batch they are in); the registry's own checks
+		// make this rare.
+		check := xray.Inbound{Protocol: xray.Protocol(p)}
+		if p == user.Shadowsocks2022 {
+			check.Shadowsocks = &xray.Shadowsocks{Method: c.Shadowsocks.Method}
+		}
+		if check.ValidateUser(xu) != nil {
+			continue
+		}
 		m.users[p] = xu
 		m.fps[p] = fingerprint(xu)
 	}

@@ -102,6 +102,9 @@ type Config struct {
 	// MaxBackoff caps the delay between retries of a failed apply
 	// (default 30s).
 	MaxBackoff time.Duration
+	// XrayLimits bound the replies read from each Xray's API (zero:
+	// xray.DefaultLimits, sized for xray.MaxUsers users per inbound).
+	XrayLimits xray.Limits
 	// Retiring, when set, is called with a running Xray just before the
 	// reconciler removes it (its server changed or was deleted), while its
 	// traffic counters can still be read.
@@ -508,6 +511,70 @@ func (r *Reconciler) desiredOn(spec xray.Spec, only map[string]struct{}) map[str
 		add(id, m)
 	}
 	return out
+}
+
+// userCounts says how far an Xray running spec, holding ap, is from the
+// desired users: how many users are desired on it, how many of them it
+// holds with their current credentials on every inbound they belong on,
+// how many users it holds that are not desired there, and how many users
+// it holds at all.
+func (r *Reconciler) userCounts(spec xray.Spec, ap applied) (desired, held, extra, holding int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, m := range r.users {
+		want, ok, some := false, true, false
+		for _, in := range spec.Inbounds {
+			_, fp, on := m.on(in)
+			if !on {
+				continue
+			}
+			want = true
+			got, has := ap[in.Tag][id]
+			ok = ok && got == fp
+			some = some || has
+		}
+		if want {
+			desired++
+			if ok {
+				held++
+			}
+			if some {
+				holding++
+			}
+		}
+	}
+	excess := map[string]struct{}{}
+	for _, in := range spec.Inbounds {
+		for id := range ap[in.Tag] {
+			m := r.users[id]
+			if m == nil {
+				excess[id] = struct{}{}
+				continue
+			}
+			if _, _, on := m.on(in); !on {
+				excess[id] = struct{}{}
+			}
+		}
+	}
+	for id := range excess {
+		if m := r.users[id]; m == nil || !m.heldOn(spec, ap, id) {
+			holding++ // not counted among the desired users it holds
+		}
+	}
+	return desired, held, len(excess), holding
+}
+
+// heldOn reports whether ap holds user id on an inbound of spec where m is
+// desired.
+func (m *member) heldOn(spec xray.Spec, ap applied, id string) bool {
+	for _, in := range spec.Inbounds {
+		if _, _, on := m.on(in); on {
+			if _, has := ap[in.Tag][id]; has {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 type desiredUser struct {

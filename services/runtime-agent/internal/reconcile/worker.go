@@ -50,9 +50,14 @@ type worker struct {
 	applied     applied
 	adopted     bool          // adoption was tried
 	failed      string        // spec key whose spec is invalid: not retried until it changes
-	reported    server.Status // last status recorded (State, Reason)
+	reported    server.Status // last status recorded (State, Reason, user counts)
 	reportedKey string        // spec key it was recorded for
-	unsaved     bool          // applied changed since it was saved
+	// countsAt is when user counts were last recorded; countsDue says
+	// newer counts wait for statusEvery to pass since (a change of state
+	// or reason is recorded at once).
+	countsAt  time.Time
+	countsDue bool
+	unsaved   bool // applied changed since it was saved
 	// statusDue holds a status to record that could not be yet (NATS
 	// down); it is retried with the rest.
 	statusDue *statusReport
@@ -117,7 +122,7 @@ func (w *worker) run(ctx context.Context) error {
 	bo.MaxInterval = w.r.cfg.MaxBackoff
 	bo.MaxElapsedTime = 0
 	bo.Reset()
-	var retry <-chan time.Time
+	var retry, flush <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,11 +130,16 @@ func (w *worker) run(ctx context.Context) error {
 			return nil
 		case <-w.wake:
 		case <-retry:
+		case <-flush:
+			flush = nil
 		}
 		retry = nil
 		done, err := w.step(ctx)
 		if done {
 			return nil
+		}
+		if w.countsDue && flush == nil {
+			flush = time.After(time.Until(w.countsAt.Add(statusEvery)))
 		}
 		if ctx.Err() != nil {
 			continue
@@ -193,11 +203,6 @@ func (w *worker) step(ctx context.Context) (done bool, err error) {
 	if w.cur == nil {
 		return false, nil
 	}
-	if w.cur.specKey == key {
-		// What runs is what is wanted; say so if that is news (a failed
-		// change was taken back, or an adopted Xray is reported).
-		w.report(ctx, *want, server.Status{State: server.StateApplied, PublicHost: w.r.cfg.PublicHost, AppliedRevision: w.cur.server.Revision}, nil)
-	}
 	if check || resync {
 		switch fresh, err := w.inspect(ctx); {
 		case err != nil:
@@ -212,19 +217,53 @@ func (w *worker) step(ctx context.Context) (done bool, err error) {
 		err = w.syncSome(ctx, dirty)
 	}
 	w.save()
-	w.publishStat()
+	holding := 0
+	if w.cur.specKey == key {
+		// What runs is what is wanted: say how many of its users it
+		// holds (applied only when exactly the desired ones).
+		holding = w.reportUsers(ctx, *want, err)
+	}
+	w.publishStat(holding)
 	return false, err
 }
 
-// publishStat makes the outcome of the last step what Stats reports.
-func (w *worker) publishStat() {
-	users := map[string]struct{}{}
-	for _, m := range w.applied {
-		for id := range m {
-			users[id] = struct{}{}
+// statusEvery spaces the status writes that only change user counts
+// (users come and go while the server stays applied); a change of state
+// or reason is written at once.
+const statusEvery = 2 * time.Second
+
+// reportUsers reports the running Xray, which serves want's spec, as
+// applied when it holds exactly the desired users and partial otherwise,
+// with the counts and cause, the error of the step that left it so. It
+// returns how many users the Xray holds.
+func (w *worker) reportUsers(ctx context.Context, want server.Server, cause error) int {
+	desired, held, extra, holding := w.r.userCounts(w.cur.spec, w.applied)
+	st := server.Status{
+		State: server.StateApplied, PublicHost: w.r.cfg.PublicHost, AppliedRevision: w.cur.server.Revision,
+		UsersDesired: desired, UsersApplied: held, UsersExtra: extra,
+	}
+	if held != desired || extra > 0 {
+		st.State = server.StatePartial
+		if cause != nil {
+			st.Reason, st.Code = cause.Error(), errs.CodeOf(cause)
 		}
 	}
-	st := ServerStat{ServerID: w.id, State: w.reported.State, Users: len(users)}
+	if w.reportedKey == specKey(want) && w.reported.State == st.State && w.reported.Reason == st.Reason && w.statusDue == nil &&
+		!sameCounts(w.reported, st) && time.Since(w.countsAt) < statusEvery {
+		w.countsDue = true
+		return holding
+	}
+	w.report(ctx, want, st, cause)
+	return holding
+}
+
+func sameCounts(a, b server.Status) bool {
+	return a.UsersDesired == b.UsersDesired && a.UsersApplied == b.UsersApplied && a.UsersExtra == b.UsersExtra
+}
+
+// publishStat makes the outcome of the last step what Stats reports.
+func (w *worker) publishStat(holding int) {
+	st := ServerStat{ServerID: w.id, State: w.reported.State, Users: holding}
 	w.r.mu.Lock()
 	w.stat = st
 	w.r.mu.Unlock()
@@ -242,7 +281,7 @@ func (w *worker) adopt(ctx context.Context) {
 	if wl.Labels[LabelServer] != w.id || wl.Labels[LabelRole] != RoleXray || api == "" || wl.State != runtime.StateRunning {
 		return // deploy replaces it
 	}
-	client, err := xray.NewClient(api, w.log)
+	client, err := xray.NewClient(api, w.log, w.r.cfg.XrayLimits)
 	if err != nil {
 		return
 	}
@@ -583,7 +622,7 @@ func (w *worker) deploy(ctx context.Context, want server.Server, key string) err
 	if err != nil {
 		return fmt.Errorf("inspecting new xray: %w", err)
 	}
-	client, err := xray.NewClient(api, w.log)
+	client, err := xray.NewClient(api, w.log, w.r.cfg.XrayLimits)
 	if err != nil {
 		return err
 	}
@@ -602,7 +641,8 @@ func (w *worker) deploy(ctx context.Context, want server.Server, key string) err
 	w.unsaved = true
 	w.failed = ""
 	w.log.Info("xray deployed", logkey.Workload, w.name, logkey.ConfigHash, hash, logkey.Revision, want.Revision)
-	w.report(ctx, want, server.Status{State: server.StateApplied, PublicHost: w.r.cfg.PublicHost, AppliedRevision: want.Revision}, nil)
+	// Its users are added next: partial (0 of n) until they are.
+	w.reportUsers(ctx, want, nil)
 	return nil
 }
 
@@ -744,7 +784,7 @@ func (w *worker) teardown(ctx context.Context) (bool, error) {
 // fail reports that want could not be applied.
 func (w *worker) fail(ctx context.Context, want server.Server, err error) {
 	w.log.Warn("server not applied", logkey.Revision, want.Revision, logkey.Err, err)
-	w.report(ctx, want, server.Status{State: server.StateFailed, Reason: err.Error(), AppliedRevision: w.appliedRevision()}, err)
+	w.report(ctx, want, server.Status{State: server.StateFailed, Reason: err.Error(), Code: errs.CodeOf(err), AppliedRevision: w.appliedRevision()}, err)
 }
 
 // appliedRevision is the revision of the spec that runs, kept in a
@@ -760,11 +800,12 @@ func (w *worker) appliedRevision() uint64 {
 // status that cannot be recorded now (NATS down) is retried by step.
 func (w *worker) report(ctx context.Context, srv server.Server, st server.Status, cause error) {
 	key := specKey(srv)
-	if w.reportedKey == key && w.reported.State == st.State && w.reported.Reason == st.Reason && w.statusDue == nil {
+	if w.reportedKey == key && w.reported.State == st.State && w.reported.Reason == st.Reason && sameCounts(w.reported, st) && w.statusDue == nil {
 		return // the same outcome for the same spec (the record's revision moves with every status write)
 	}
 	st.Time = time.Now().UTC()
 	w.reported, w.reportedKey = st, key
+	w.countsAt, w.countsDue = time.Now(), false
 	rep := statusReport{srv: srv, st: st, err: cause}
 	if err := w.record(ctx, rep); err != nil {
 		w.log.Warn("recording server status, will retry", logkey.Err, err)
@@ -793,7 +834,9 @@ func (w *worker) record(ctx context.Context, rep statusReport) error {
 	if w.cur != nil {
 		payload.Workload, payload.ConfigHash = w.cur.workload, w.cur.hash
 	}
-	if w.r.emit != nil {
+	if w.r.emit != nil && rep.st.State != server.StatePartial {
+		// Partial is progress (or a stuck apply, which health alerts on
+		// from the status), not an outcome of the spec.
 		if err := w.r.emit(ctx, subject.ServerStatusEvent(w.r.cfg.Node, w.id), typ, id, payload); err != nil {
 			w.log.Error("buffering server event", logkey.Err, err)
 		}

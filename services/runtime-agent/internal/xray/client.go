@@ -64,6 +64,7 @@ type Client struct {
 	stats    statscmd.StatsServiceClient
 	sessions sessionpb.SessionServiceClient
 	log      *slog.Logger
+	limits   Limits
 
 	// replaceMu serialises inbound replacements, which read, change and
 	// write a whole inbound and would lose each other's changes (and any
@@ -99,13 +100,20 @@ func concurrently(ctx context.Context, n int, fn func(ctx context.Context, i int
 const ss2022BatchMin = 32
 
 // NewClient returns a client for the Xray API at addr (a loopback ip:port,
-// as in Spec.APIListen). It does not connect: the first call does, so a
-// client can be made before Xray is up. Close it when done.
-func NewClient(addr string, logger *slog.Logger) (*Client, error) {
+// as in Spec.APIListen) with DefaultLimits, or the limits given. It does
+// not connect: the first call does, so a client can be made before Xray is
+// up. Close it when done.
+func NewClient(addr string, logger *slog.Logger, limits ...Limits) (*Client, error) {
 	if _, err := netip.ParseAddrPort(addr); err != nil {
 		return nil, errs.Field("api_listen", "must be ip:port")
 	}
-	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	lim := DefaultLimits()
+	if len(limits) > 0 {
+		lim = limits[0].withDefaults()
+	}
+	conn, err := grpc.NewClient("passthrough:///"+addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(lim.Recv), grpc.MaxCallSendMsgSize(XrayRecvLimit)))
 	if err != nil {
 		return nil, fmt.Errorf("creating xray api client for %s: %w", addr, err)
 	}
@@ -115,6 +123,7 @@ func NewClient(addr string, logger *slog.Logger) (*Client, error) {
 		stats:    statscmd.NewStatsServiceClient(conn),
 		sessions: sessionpb.NewSessionServiceClient(conn),
 		log:      logger,
+		limits:   lim,
 	}, nil
 }
 
@@ -160,10 +169,9 @@ func (c *Client) AddUsers(ctx context.Context, in Inbound, users []User) error {
 	switch in.Protocol {
 	case Shadowsocks2022:
 		if len(users) >= ss2022BatchMin {
-			if err := c.replaceSS2022Users(ctx, in, users, nil); err != nil {
-				return fmt.Errorf("adding %d users to %s: %w", len(users), in.Tag, err)
+			if done, err := c.replaceOrNot(ctx, in, users, nil, fmt.Sprintf("adding %d users to %s", len(users), in.Tag)); done {
+				return err
 			}
-			return nil
 		}
 		for _, u := range users {
 			if err := c.alterUser(ctx, in, u); err != nil {
@@ -276,10 +284,9 @@ func (c *Client) RemoveUsers(ctx context.Context, in Inbound, ids []string) erro
 			for _, id := range ids {
 				gone[strings.ToLower(id)] = true
 			}
-			if err := c.replaceSS2022Users(ctx, in, nil, gone); err != nil {
-				return fmt.Errorf("removing %d users from %s: %w", len(ids), in.Tag, err)
+			if done, err := c.replaceOrNot(ctx, in, nil, gone, fmt.Sprintf("removing %d users from %s", len(ids), in.Tag)); done {
+				return err
 			}
-			return nil
 		}
 		for _, id := range ids {
 			if err := c.RemoveUser(ctx, in, id); err != nil {
@@ -315,9 +322,9 @@ func (c *Client) InboundUsers(ctx context.Context, in Inbound) ([]string, error)
 	var ids []string
 	switch in.Protocol {
 	case VLESSReality, Shadowsocks2022:
-		resp, err := c.handler.GetInboundUsers(ctx, &handlercmd.GetInboundUserRequest{Tag: in.Tag})
+		resp, err := c.inboundUsers(ctx, in.Tag)
 		if err != nil {
-			return nil, classify(err, "listing users of "+in.Tag)
+			return nil, err
 		}
 		ids = make([]string, 0, len(resp.GetUsers()))
 		for _, u := range resp.GetUsers() {
@@ -359,7 +366,11 @@ type Traffic struct {
 // double-counts bytes. A user appears from its first connection on and
 // stays after removal; a restarted Xray starts again from zero.
 func (c *Client) UserTraffic(ctx context.Context) (map[string]Traffic, error) {
-	resp, err := c.stats.QueryStats(ctx, &statscmd.QueryStatsRequest{Pattern: "user>>>", Reset_: false})
+	var resp *statscmd.QueryStatsResponse
+	err := c.large(ctx, "querying user stats", 0, func(opt grpc.CallOption) (err error) {
+		resp, err = c.stats.QueryStats(ctx, &statscmd.QueryStatsRequest{Pattern: "user>>>", Reset_: false}, opt)
+		return err
+	})
 	if err != nil {
 		return nil, classify(err, "querying user stats")
 	}
@@ -425,6 +436,22 @@ func (c *Client) replaceAccounts(ctx context.Context, in Inbound, change func(ma
 	return nil
 }
 
+// replaceOrNot makes a batch change of a Shadowsocks-2022 inbound by
+// replacing it (replaceSS2022Users). It reports done with the outcome,
+// or not done when the inbound with all its users is over what Xray's API
+// accepts in one request: the caller then goes one user at a time.
+func (c *Client) replaceOrNot(ctx context.Context, in Inbound, users []User, remove map[string]bool, doing string) (bool, error) {
+	err := c.replaceSS2022Users(ctx, in, users, remove)
+	switch {
+	case err == nil:
+		return true, nil
+	case errs.CodeOf(err) != errs.CodeMessageTooLarge:
+		return true, fmt.Errorf("%s: %w", doing, err)
+	}
+	c.log.WarnContext(ctx, "xray inbound too large to replace; changing users one at a time", logKeyTag, in.Tag, logKeyErr, err)
+	return false, nil
+}
+
 // replaceSS2022Users replaces a Shadowsocks-2022 inbound with one that has
 // its current users, less those whose lowercased id is in remove, plus
 // users, in one step. The placeholder stays whatever is removed.
@@ -446,9 +473,9 @@ func (c *Client) replaceSS2022Users(ctx context.Context, in Inbound, users []Use
 	}
 	// The settings Xray reports are those the inbound started with; the
 	// users it has now, with their keys, come from GetInboundUsers.
-	resp, err := c.handler.GetInboundUsers(ctx, &handlercmd.GetInboundUserRequest{Tag: in.Tag})
+	resp, err := c.inboundUsers(ctx, in.Tag)
 	if err != nil {
-		return classify(err, "listing users of "+in.Tag)
+		return err
 	}
 	current := proto.Clone(cfg).(*shadowsocks_2022.MultiUserServerConfig)
 	current.Users = nil
@@ -507,6 +534,11 @@ func (c *Client) replaceInbound(ctx context.Context, old *core.InboundHandlerCon
 			ProxySettings:    serial.ToTypedMessage(settings),
 		}
 	}
+	// Xray refuses a request over its receive limit; find out before the
+	// inbound is gone.
+	if n := proto.Size(&handlercmd.AddInboundRequest{Inbound: with(next)}); n > XrayRecvLimit {
+		return tooLarge("replacing inbound "+tag, n)
+	}
 	if _, err := c.handler.RemoveInbound(ctx, &handlercmd.RemoveInboundRequest{Tag: tag}); err != nil {
 		return classify(err, "removing inbound "+tag+" to replace it")
 	}
@@ -525,7 +557,11 @@ func (c *Client) replaceInbound(ctx context.Context, old *core.InboundHandlerCon
 
 // inboundConfig returns the config Xray runs the inbound with.
 func (c *Client) inboundConfig(ctx context.Context, tag string) (*core.InboundHandlerConfig, error) {
-	resp, err := c.handler.ListInbounds(ctx, &handlercmd.ListInboundsRequest{})
+	var resp *handlercmd.ListInboundsResponse
+	err := c.large(ctx, "listing inbounds", 0, func(opt grpc.CallOption) (err error) {
+		resp, err = c.handler.ListInbounds(ctx, &handlercmd.ListInboundsRequest{}, opt)
+		return err
+	})
 	if err != nil {
 		return nil, classify(err, "listing inbounds")
 	}
@@ -571,8 +607,12 @@ func kindOf(m proto.Message) string {
 
 // classify wraps an API error with its class: Xray not answering is
 // Unavailable, a missing inbound NotFound, an inbound that cannot manage
-// users Conflict, anything else Internal.
+// users Conflict, a message over a size limit Invalid with
+// errs.CodeMessageTooLarge, anything else Internal.
 func classify(err error, doing string) error {
+	if errs.CodeOf(err) == errs.CodeMessageTooLarge {
+		return err // says what it was doing already
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return errs.Wrap(errs.Unavailable, err, "%s", doing)
 	}
@@ -582,6 +622,10 @@ func classify(err error, doing string) error {
 		return errs.Wrap(errs.Unavailable, err, "%s", doing)
 	case strings.Contains(st.Message(), "failed to get handler"):
 		return errs.Wrap(errs.NotFound, err, "%s: inbound not found", doing)
+	case st.Code() == codes.ResourceExhausted:
+		// A request over Xray's receive limit (the Client keeps its own
+		// under it, so this is a bug) or a reply over ours.
+		return errs.WithCode(errs.Wrap(errs.Invalid, err, "%s: message over the size limit", doing), errs.CodeMessageTooLarge)
 	case strings.Contains(st.Message(), "not a UserManager"):
 		return errs.Wrap(errs.Conflict, err, "%s: inbound cannot manage users", doing)
 	}

@@ -520,3 +520,69 @@ func TestConcurrentAddsSurviveReplacement(t *testing.T) {
 		t.Fatalf("InboundUsers: %d users, %v; want %d", len(ids), err, len(want))
 	}
 }
+
+// TestRepliesLargerThanTheLimit fills every inbound of a real Xray with
+// more users than one reply at the client's first receive limit can carry
+// (8 KiB here, gRPC's default 4 MiB in production, which 75,000 VLESS
+// users exceed) and lists them exactly; a reply over MaxRecv, and an
+// inbound replacement over what Xray's API accepts, fail with
+// errs.CodeMessageTooLarge and leave Xray as it was.
+func TestRepliesLargerThanTheLimit(t *testing.T) {
+	s := startServer(t, true)
+	ctx := context.Background()
+	small, err := xray.NewClient(s.spec.APIListen, testLogger(t), xray.Limits{Recv: 8 << 10, MaxRecv: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = small.Close() })
+	const n = 1000 // about 100 KB of users per inbound
+	for _, tag := range []string{"vless", "ss", "socks", "http"} {
+		t.Run(tag, func(t *testing.T) {
+			in := s.inbound(tag)
+			users := make([]xray.User, n)
+			for i := range users {
+				users[i] = newUser(t, in)
+			}
+			if err := small.AddUsers(ctx, in, users); err != nil {
+				t.Fatalf("AddUsers: %v", err)
+			}
+			want := append(ids(users), in.Users[0].ID)
+			slices.Sort(want)
+			got, err := small.InboundUsers(ctx, in)
+			if err != nil {
+				t.Fatalf("InboundUsers: %v", err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("InboundUsers: %d users, want exactly the %d added", len(got), len(want))
+			}
+		})
+	}
+	if _, err := small.UserTraffic(ctx); err != nil {
+		t.Fatalf("UserTraffic: %v", err)
+	}
+
+	tight, err := xray.NewClient(s.spec.APIListen, testLogger(t), xray.Limits{Recv: 4 << 10, MaxRecv: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tight.Close() })
+	_, err = tight.InboundUsers(ctx, s.inbound("vless"))
+	if errs.CodeOf(err) != errs.CodeMessageTooLarge || !errors.Is(err, errs.Invalid) {
+		t.Fatalf("InboundUsers over MaxRecv: %v, want Invalid with code %s", err, errs.CodeMessageTooLarge)
+	}
+
+	// 60,000 SOCKS5 accounts make an inbound of about 5 MB: Xray's API
+	// would refuse it, so the client refuses before removing the inbound.
+	in := s.inbound("socks")
+	many := make([]xray.User, 60_000)
+	for i := range many {
+		many[i] = xray.User{ID: newUUID(t), Password: "pw-" + strconv.Itoa(i) + "-0123456789abcdefghij"}
+	}
+	err = s.api.AddUsers(ctx, in, many)
+	if errs.CodeOf(err) != errs.CodeMessageTooLarge {
+		t.Fatalf("AddUsers of 60,000 SOCKS5 accounts: %v, want code %s", err, errs.CodeMessageTooLarge)
+	}
+	if got, err := s.api.InboundUsers(ctx, in); err != nil || len(got) != n+1 {
+		t.Fatalf("after the refused replacement: %d users, %v; want %d", len(got), err, n+1)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -20,17 +21,27 @@ func (c *Client) CutUsers(ctx context.Context, ids []string) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	resp, err := c.sessions.CutUsers(ctx, &sessionpb.CutUsersRequest{Emails: ids})
-	if err != nil {
-		return 0, sessionError(err, fmt.Sprintf("cutting the sessions of %d users", len(ids)))
+	// Xray's API takes at most XrayRecvLimit per request: a long list of
+	// ids (a bulk disable) goes in chunks.
+	closed := 0
+	for _, part := range chunks(ids) {
+		resp, err := c.sessions.CutUsers(ctx, &sessionpb.CutUsersRequest{Emails: part})
+		if err != nil {
+			return closed, sessionError(err, fmt.Sprintf("cutting the sessions of %d users", len(ids)))
+		}
+		closed += int(resp.GetClosed())
 	}
-	return int(resp.GetClosed()), nil
+	return closed, nil
 }
 
 // Sessions counts the open sessions per user id, for users with at least
 // one. Like CutUsers it needs vpn-xray.
 func (c *Client) Sessions(ctx context.Context) (map[string]int, error) {
-	resp, err := c.sessions.ListSessions(ctx, &sessionpb.ListSessionsRequest{})
+	var resp *sessionpb.ListSessionsResponse
+	err := c.large(ctx, "listing sessions", 0, func(opt grpc.CallOption) (err error) {
+		resp, err = c.sessions.ListSessions(ctx, &sessionpb.ListSessionsRequest{}, opt)
+		return err
+	})
 	if err != nil {
 		return nil, sessionError(err, "listing sessions")
 	}
@@ -55,7 +66,7 @@ func (c *Client) HasSessionControl(ctx context.Context) (bool, error) {
 }
 
 func sessionError(err error, doing string) error {
-	if status.Code(err) == codes.Unimplemented {
+	if status.Code(err) == codes.Unimplemented && errs.CodeOf(err) == "" {
 		return errs.WithCode(errs.Wrap(errs.Conflict, err, "%s: this Xray cannot end sessions (not built with vpn-xray)", doing), errs.CodeUnsupported)
 	}
 	return classify(err, doing)

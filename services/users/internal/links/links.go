@@ -189,7 +189,7 @@ func ForUser(u user.User, servers []server.Server, groups map[string][]string, h
 				case s.Status.State == server.StateFailed:
 					no("server failed to apply: " + s.Status.Reason)
 					continue
-				case s.Status.State != server.StateApplied:
+				case !s.Status.Serving():
 					no("server is not applied yet")
 					continue
 				case s.Status.PublicHost == "":
