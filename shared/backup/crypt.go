@@ -20,9 +20,9 @@ const ageMagic = "age-encryption.org/v1\n"
 // gigabytes on its key.
 const DefaultWorkFactor = 18
 
-// encrypt wraps w so that what is written to it is encrypted with
+// Encrypt wraps w so that what is written to it is encrypted with
 // passphrase; Close finishes the file.
-func encrypt(w io.Writer, passphrase string, workFactor int) (io.WriteCloser, error) {
+func Encrypt(w io.Writer, passphrase string, workFactor int) (io.WriteCloser, error) {
 	r, err := age.NewScryptRecipient(passphrase)
 	if err != nil {
 		return nil, errs.WithCode(errs.Wrap(errs.Invalid, err, "backup passphrase"), CodePassphrase)

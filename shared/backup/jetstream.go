@@ -92,7 +92,7 @@ func Create(ctx context.Context, nc *nats.Conn, w io.Writer, opts Options) (Mani
 	var enc io.WriteCloser
 	if opts.Passphrase != "" {
 		var err error
-		if enc, err = encrypt(w, opts.Passphrase, opts.WorkFactor); err != nil {
+		if enc, err = Encrypt(w, opts.Passphrase, opts.WorkFactor); err != nil {
 			return Manifest{}, err
 		}
 		out = enc
