@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vpnfleet/vpnfleet/services/users/userstest"
@@ -33,6 +34,27 @@ func jobRecord(ctx context.Context, kv jetstream.KeyValue, id string) (job.Job, 
 	return rec, err
 }
 
+// crashSetup is what a kill test starts from: the vpn-users binary, a
+// test server, a connection and JetStream on it, the jobs bucket, and a
+// context that bounds the test.
+func crashSetup(t *testing.T) (bin string, srv *natstest.Server, nc *nats.Conn, js jetstream.JetStream, jobsKV jetstream.KeyValue, ctx context.Context) {
+	t.Helper()
+	bin = userstest.Build(t)
+	srv = natstest.Start(t)
+	nc = srv.Conn()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	jobsKV, err = js.KeyValue(ctx, subject.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin, srv, nc, js, jobsKV, ctx
+}
+
 // TestImportSurvivesKill9 imports 10,000 users and kills the vpn-users
 // process with SIGKILL at five random points of the job, restarting it
 // each time: the job completes with exactly the 10,000 users of the file,
@@ -43,19 +65,8 @@ func TestImportSurvivesKill9(t *testing.T) {
 		t.Skip("builds and kills a binary; -short skips it")
 	}
 	const n = 10_000
-	bin := userstest.Build(t)
-	srv := natstest.Start(t)
-	nc := srv.Conn()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	jobsKV, err := js.KeyValue(ctx, subject.BucketJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, srv, nc, js, jobsKV, ctx := crashSetup(t)
+	var err error
 	// Small batches and one worker: many commits, so the kills land
 	// between and inside them.
 	args := []string{"--job-batch", "50", "--job-workers", "1"}

@@ -17,7 +17,6 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/job"
 	"github.com/vpnfleet/vpnfleet/shared/jobinput"
-	"github.com/vpnfleet/vpnfleet/shared/natstest"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 	"github.com/vpnfleet/vpnfleet/shared/waitfor"
@@ -35,24 +34,12 @@ func TestCreateKilledMidwayFindsItsInputAgain(t *testing.T) {
 		t.Skip("builds and kills a binary; -short skips it")
 	}
 	const n = 20_000
-	bin := userstest.Build(t)
-	srv := natstest.Start(t)
-	nc := srv.Conn()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	bin, srv, nc, js, jobsKV, ctx := crashSetup(t)
 	data := csvUsers("input", n)
 	if len(data) <= 1<<20 {
 		t.Fatalf("the file is %d bytes; the test needs more than one 1 MiB message", len(data))
 	}
 	in, err := jobinput.Put(ctx, js, bytes.NewReader(data), int64(len(data)), "file")
-	if err != nil {
-		t.Fatal(err)
-	}
-	jobsKV, err := js.KeyValue(ctx, subject.BucketJobs)
 	if err != nil {
 		t.Fatal(err)
 	}

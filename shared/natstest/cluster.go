@@ -50,14 +50,7 @@ type clusterNode struct {
 func NewCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
 	dir := t.TempDir()
-	trust, err := natsauth.LoadOrCreate(filepath.Join(dir, "trust"))
-	if err != nil {
-		t.Fatalf("loading the test trust: %v", err)
-	}
-	service, err := trust.ServiceCredential("natstest")
-	if err != nil {
-		t.Fatalf("minting the test service credential: %v", err)
-	}
+	trust, service := testTrust(t, dir)
 	c := &Cluster{t: t, name: "vpntest", trust: trust, service: service}
 	for i := range n {
 		c.nodes = append(c.nodes, &clusterNode{

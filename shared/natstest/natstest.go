@@ -70,14 +70,7 @@ func StartWith(t testing.TB, o Options) *Server {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	trust, err := natsauth.LoadOrCreate(filepath.Join(dir, "trust"))
-	if err != nil {
-		t.Fatalf("loading the test trust: %v", err)
-	}
-	service, err := trust.ServiceCredential("natstest")
-	if err != nil {
-		t.Fatalf("minting the test service credential: %v", err)
-	}
+	trust, service := testTrust(t, dir)
 	maxPayload := o.MaxPayload
 	if maxPayload == 0 {
 		maxPayload = natsserver.EmbeddedMaxPayload
@@ -93,6 +86,21 @@ func StartWith(t testing.TB, o Options) *Server {
 		}
 	}
 	return s
+}
+
+// testTrust loads (or makes) the trust kept under dir/trust and mints the
+// service credential the test's clients use.
+func testTrust(t testing.TB, dir string) (*natsauth.Trust, natsauth.Credential) {
+	t.Helper()
+	trust, err := natsauth.LoadOrCreate(filepath.Join(dir, "trust"))
+	if err != nil {
+		t.Fatalf("loading the test trust: %v", err)
+	}
+	service, err := trust.ServiceCredential("natstest")
+	if err != nil {
+		t.Fatalf("minting the test service credential: %v", err)
+	}
+	return trust, service
 }
 
 func (s *Server) start() {
