@@ -38,9 +38,8 @@ type fleetState struct {
 // reached through its API as its first admin.
 type installation struct {
 	instance
-	dir      string
-	admin    api
-	operator string
+	dir   string
+	admin api
 }
 
 // publicURL makes subscription URLs the same on both installations (each
@@ -78,8 +77,9 @@ func (in installation) waitApplied(t *testing.T, ids []string) {
 }
 
 // populate deploys four servers (one per protocol), generates n users as
-// a bulk job, and adds an operator token.
-func (in installation) populate(t *testing.T, n int, dest string) []string {
+// a bulk job, and adds an operator token; it returns the servers' ids and
+// the operator's token.
+func (in installation) populate(t *testing.T, n int, dest string) (servers []string, operator string) {
 	t.Helper()
 	waitfor.Cond(t, 30*time.Second, func() error {
 		var list struct {
@@ -126,7 +126,10 @@ func (in installation) populate(t *testing.T, n int, dest string) []string {
 		Secret string `json:"token"`
 	}
 	in.admin.do(http.MethodPost, "/api/v1/tokens", map[string]string{"name": "ops", "role": "operator"}, &tok, nil)
-	return ids
+	if tok.Secret == "" {
+		t.Fatal("no operator token was made")
+	}
+	return ids, tok.Secret
 }
 
 // state reads the links and subscriptions of the sampled users.
@@ -207,7 +210,7 @@ func TestBackupRestoreServesTheSameUsers(t *testing.T) {
 
 	dirA := t.TempDir()
 	a := startInstallation(t, dirA, xray, dirA)
-	servers := a.populate(t, n, dest)
+	servers, operator := a.populate(t, n, dest)
 	width := len(fmt.Sprint(n)) // generated names are zero-padded
 	sample := []string{fmt.Sprintf("bk-%0*d", width, 1), fmt.Sprintf("bk-%0*d", width, n/2), fmt.Sprintf("bk-%0*d", width, n)}
 	before := a.state(t, sample)
@@ -285,6 +288,12 @@ func TestBackupRestoreServesTheSameUsers(t *testing.T) {
 	b.admin.do(http.MethodGet, "/api/v1/tokens", nil, &tokens, nil)
 	if len(tokens.Tokens) != 2 {
 		t.Fatalf("restored tokens: %+v, want the first admin and ops", tokens.Tokens)
+	}
+	// The operator token made on A works on B, with an operator's rights.
+	ops := api{t: t, base: b.admin.base, token: operator}
+	ops.do(http.MethodGet, "/api/v1/users?limit=1", nil, nil, nil)
+	if err := ops.try(http.MethodGet, "/api/v1/tokens", nil, nil, nil); err == nil {
+		t.Fatal("the restored operator token lists tokens, an admin's right")
 	}
 	counts := b.counts(t)
 	for _, name := range desired {
