@@ -14,6 +14,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/users"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/event"
+	"github.com/vpnfleet/vpnfleet/shared/job"
 	"github.com/vpnfleet/vpnfleet/shared/natstest"
 	"github.com/vpnfleet/vpnfleet/shared/probe"
 	"github.com/vpnfleet/vpnfleet/shared/server"
@@ -86,7 +87,11 @@ func (h *harness) start() (stop func()) {
 		if _, err := call[user.CountResponse](h, subject.UsersCount, user.Filter{}); err != nil {
 			return err
 		}
-		_, err := callServers[server.ListResponse](h, subject.ServersList, server.ListRequest{})
+		if _, err := callServers[server.ListResponse](h, subject.ServersList, server.ListRequest{}); err != nil {
+			return err
+		}
+		// The jobs endpoints start a moment after the users ones.
+		_, err := callJobs[job.ListResponse](h, subject.JobsList, job.ListRequest{})
 		return err
 	})
 	return stop
