@@ -48,6 +48,7 @@ import (
 
 	apievents "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/contrib/seccomp"
 	coreevents "github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/cio"
@@ -125,11 +126,14 @@ type Runtime struct {
 }
 
 var caps = runtime.Capabilities{
-	Images:       true,
-	MemoryLimit:  true,
-	OOMEvents:    true,
-	Mounts:       true,
-	NetworkModes: []runtime.NetworkMode{runtime.NetworkHost, runtime.NetworkNone},
+	User:                true,
+	ReadOnlyRootfs:      true,
+	AmbientCapabilities: true,
+	Images:              true,
+	MemoryLimit:         true,
+	OOMEvents:           true,
+	Mounts:              true,
+	NetworkModes:        []runtime.NetworkMode{runtime.NetworkHost, runtime.NetworkNone},
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -371,7 +375,9 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (_ string, retE
 		return "", err
 	}
 
-	specOpts := []oci.SpecOpts{oci.WithImageConfig(img)}
+	// containerd applies no seccomp profile of its own accord (Docker
+	// does): every workload gets containerd's default one.
+	specOpts := []oci.SpecOpts{oci.WithImageConfig(img), seccomp.WithDefaultProfile()}
 	if len(spec.Command) > 0 {
 		specOpts = append(specOpts, oci.WithImageConfigArgs(img, spec.Command))
 	}
@@ -388,12 +394,24 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (_ string, retE
 	if spec.MemoryBytes > 0 {
 		specOpts = append(specOpts, oci.WithMemoryLimit(uint64(spec.MemoryBytes)), oci.WithMemorySwap(spec.MemoryBytes))
 	}
-	if len(spec.Capabilities) > 0 {
-		added := make([]string, len(spec.Capabilities))
-		for i, c := range spec.Capabilities {
-			added[i] = "CAP_" + strings.TrimPrefix(c, "CAP_")
-		}
-		specOpts = append(specOpts, oci.WithAddedCapabilities(added))
+	switch {
+	case spec.DropCapabilities:
+		// Every set holds exactly the kept ones; ambient too, so that a
+		// non-root user really has them after exec.
+		kept := spec.CapabilityNames()
+		specOpts = append(specOpts, oci.WithCapabilities(kept), oci.WithAmbientCapabilities(kept))
+	case len(spec.Capabilities) > 0:
+		specOpts = append(specOpts, oci.WithAddedCapabilities(spec.CapabilityNames()))
+	}
+	if spec.User != "" {
+		uid, gid, _ := spec.UIDGID() // checked by Validate
+		specOpts = append(specOpts, oci.WithUIDGID(uid, gid))
+	}
+	if spec.NoNewPrivileges {
+		specOpts = append(specOpts, oci.WithNoNewPrivileges)
+	}
+	if spec.ReadOnlyRootfs {
+		specOpts = append(specOpts, oci.WithRootFSReadonly())
 	}
 	if len(spec.Mounts) > 0 {
 		var ms []specs.Mount

@@ -63,12 +63,14 @@ type Runtime struct {
 }
 
 var caps = runtime.Capabilities{
-	Images:       true,
-	MemoryLimit:  true,
-	OOMEvents:    true,
-	Mounts:       true,
-	Health:       true,
-	NetworkModes: []runtime.NetworkMode{runtime.NetworkHost, runtime.NetworkBridge, runtime.NetworkNone},
+	User:           true,
+	ReadOnlyRootfs: true,
+	Images:         true,
+	MemoryLimit:    true,
+	OOMEvents:      true,
+	Mounts:         true,
+	Health:         true,
+	NetworkModes:   []runtime.NetworkMode{runtime.NetworkHost, runtime.NetworkBridge, runtime.NetworkNone},
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -230,6 +232,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (string, error)
 		Image:  spec.Image,
 		Cmd:    spec.Command,
 		Labels: runtime.OwnerLabels(r.node, spec.Labels),
+		User:   spec.User,
 	}
 	for _, k := range sortedKeys(spec.Env) {
 		cfg.Env = append(cfg.Env, k+"="+spec.Env[k])
@@ -241,13 +244,20 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (string, error)
 		}
 	}
 	host := &container.HostConfig{
-		NetworkMode: container.NetworkMode(mode),
-		CapAdd:      spec.Capabilities,
+		NetworkMode:    container.NetworkMode(mode),
+		CapAdd:         spec.Capabilities,
+		ReadonlyRootfs: spec.ReadOnlyRootfs,
 		RestartPolicy: container.RestartPolicy{
 			Name:              container.RestartPolicyMode(spec.Restart.Name),
 			MaximumRetryCount: spec.Restart.MaxRetries,
 		},
 		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "3"}},
+	}
+	if spec.DropCapabilities {
+		host.CapDrop = []string{"ALL"}
+	}
+	if spec.NoNewPrivileges {
+		host.SecurityOpt = append(host.SecurityOpt, "no-new-privileges")
 	}
 	if host.RestartPolicy.Name == "" {
 		host.RestartPolicy.Name = container.RestartPolicyDisabled

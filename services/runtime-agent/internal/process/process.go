@@ -11,10 +11,21 @@
 // dir adopts the processes still alive (matched by pid and start time) and
 // restarts, per policy, those that died meanwhile, so List never lies.
 //
+// Privileges: Spec.User switches the child to uid:gid with no
+// supplementary groups, offered (Capabilities.User) only when the agent
+// holds CAP_SETUID and CAP_SETGID; an agent that cannot switch users runs
+// its workloads as its own user. With Spec.DropCapabilities the child keeps
+// only Spec.Capabilities: a non-root child as ambient capabilities (so they
+// are effective after exec), and only those the agent holds itself, since
+// a capability cannot be handed on that the agent lacks (errs.Invalid
+// "capabilities"); the bounding set is narrowed to them when the agent
+// holds CAP_SETPCAP. Spec.NoNewPrivileges sets no_new_privs. A read-only
+// root filesystem is not offered. Without DropCapabilities a child has the
+// agent's capabilities.
+//
 // Limits, reported through Capabilities and rejected as errs.Invalid when a
 // spec asks for them: no memory limit (so no OOM events), no mounts, no
-// health checks, host network only. Spec.Capabilities are not enforced: a
-// child has the agent's. Stats come from /proc/<pid> of the main process
+// health checks, host network only. Stats come from /proc/<pid> of the main process
 // only (children it forks are not counted); network counters are zero since
 // the process shares the host's network namespace. Log lines carry no
 // timestamps, stdout and stderr are merged, and the exit code of a process
@@ -76,6 +87,8 @@ type Runtime struct {
 	closeOnce        sync.Once
 	wg               sync.WaitGroup
 
+	agent agentCaps
+
 	mu  sync.Mutex
 	ws  map[string]*workload
 	cpu map[string]cpuSample
@@ -93,17 +106,22 @@ type workload struct {
 
 // record is what the state file keeps per workload.
 type record struct {
-	Name         string            `json:"name"`
-	Image        string            `json:"image"`
-	Command      []string          `json:"command,omitempty"`
-	Env          map[string]string `json:"env,omitempty"`
-	Labels       map[string]string `json:"labels"`
-	Restart      runtime.RestartPolicy
-	State        runtime.State `json:"state"`
-	PID          int           `json:"pid,omitempty"`
-	PIDStart     uint64        `json:"pid_start,omitempty"`
-	ExitCode     int           `json:"exit_code"`
-	RestartCount int           `json:"restart_count"`
+	Name    string            `json:"name"`
+	Image   string            `json:"image"`
+	Command []string          `json:"command,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	Labels  map[string]string `json:"labels"`
+	// The privileges the process runs with (runtime.Spec's fields).
+	User             string   `json:"user,omitempty"`
+	Capabilities     []string `json:"capabilities,omitempty"`
+	DropCapabilities bool     `json:"drop_capabilities,omitempty"`
+	NoNewPrivileges  bool     `json:"no_new_privileges,omitempty"`
+	Restart          runtime.RestartPolicy
+	State            runtime.State `json:"state"`
+	PID              int           `json:"pid,omitempty"`
+	PIDStart         uint64        `json:"pid_start,omitempty"`
+	ExitCode         int           `json:"exit_code"`
+	RestartCount     int           `json:"restart_count"`
 	// Stopped is set by Stop: the policy must not bring it back.
 	Stopped    bool      `json:"stopped"`
 	CreatedAt  time.Time `json:"created_at"`
@@ -111,8 +129,14 @@ type record struct {
 	FinishedAt time.Time `json:"finished_at,omitzero"`
 }
 
-var caps = runtime.Capabilities{
-	NetworkModes: []runtime.NetworkMode{runtime.NetworkHost},
+// capsFor says what the runtime can do for an agent holding a: switch
+// users only with CAP_SETUID and CAP_SETGID.
+func capsFor(a agentCaps) runtime.Capabilities {
+	return runtime.Capabilities{
+		NetworkModes:        []runtime.NetworkMode{runtime.NetworkHost},
+		User:                a.canSwitchUser(),
+		AmbientCapabilities: true,
+	}
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -138,12 +162,17 @@ func New(opts Options) (*Runtime, error) {
 	if err := os.MkdirAll(filepath.Join(opts.DataDir, "logs", opts.Node), 0o750); err != nil {
 		return nil, fmt.Errorf("making data dir: %w", err)
 	}
+	agent, err := readAgentCaps()
+	if err != nil {
+		return nil, err
+	}
 	cr, cw, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("making cancel pipe: %w", err)
 	}
 	r := &Runtime{
-		node: opts.Node, dir: opts.DataDir,
+		agent: agent,
+		node:  opts.Node, dir: opts.DataDir,
 		log:     opts.Logger.With(logkey.Runtime, string(runtime.KindProcess)),
 		hub:     runtime.NewHub(opts.Logger),
 		backoff: opts.Backoff, maxBack: opts.MaxBackoff,
@@ -233,7 +262,7 @@ func (r *Runtime) Version(context.Context) (string, error) {
 }
 
 // Capabilities implements runtime.Runtime.
-func (r *Runtime) Capabilities() runtime.Capabilities { return caps }
+func (r *Runtime) Capabilities() runtime.Capabilities { return capsFor(r.agent) }
 
 // EnsureImage checks that ref is an executable file; processes cannot be
 // pulled.
@@ -263,7 +292,11 @@ func (r *Runtime) ImportImage(context.Context, io.Reader) ([]string, error) {
 
 // Create records a workload; nothing runs until Start.
 func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (string, error) {
-	if err := spec.Validate(caps); err != nil {
+	if err := spec.Validate(r.Capabilities()); err != nil {
+		return "", err
+	}
+	priv := record{User: spec.User, Capabilities: spec.Capabilities, DropCapabilities: spec.DropCapabilities, NoNewPrivileges: spec.NoNewPrivileges}
+	if _, err := r.privilegesFor(priv); err != nil {
 		return "", err
 	}
 	if err := r.EnsureImage(ctx, spec.Image, nil); err != nil {
@@ -281,7 +314,9 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (string, error)
 	w := &workload{
 		rec: record{
 			Name: spec.Name, Image: spec.Image, Command: spec.Command, Env: spec.Env,
-			Labels:  runtime.OwnerLabels(r.node, spec.Labels),
+			Labels: runtime.OwnerLabels(r.node, spec.Labels),
+			User:   spec.User, Capabilities: spec.Capabilities,
+			DropCapabilities: spec.DropCapabilities, NoNewPrivileges: spec.NoNewPrivileges,
 			Restart: policy, State: runtime.StateCreated, CreatedAt: time.Now(),
 		},
 		stop:   make(chan struct{}),
@@ -365,12 +400,16 @@ func (r *Runtime) spawn(rec record) (int, error) {
 	if !hasPath {
 		env = append(env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	}
-	pid, err := syscall.ForkExec(rec.Image, append([]string{rec.Image}, rec.Command...), &syscall.ProcAttr{
+	priv, err := r.privilegesFor(rec)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := r.forkExec(rec.Image, append([]string{rec.Image}, rec.Command...), &syscall.ProcAttr{
 		Dir:   "/",
 		Env:   env,
 		Files: []uintptr{devnull.Fd(), logf.Fd(), logf.Fd()},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
-	})
+	}, priv)
 	if err != nil {
 		return 0, fmt.Errorf("executing %s: %w", rec.Image, err)
 	}

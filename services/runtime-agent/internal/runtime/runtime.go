@@ -119,6 +119,17 @@ type Capabilities struct {
 	OOMEvents bool
 	// Mounts is true when Spec.Mounts can be honoured.
 	Mounts bool
+	// User is true when Spec.User can be honoured (the process runtime
+	// only when the agent may switch users: root or CAP_SETUID+CAP_SETGID).
+	User bool
+	// ReadOnlyRootfs is true when Spec.ReadOnlyRootfs can be honoured.
+	ReadOnlyRootfs bool
+	// AmbientCapabilities is true when a workload with a non-root Spec.User
+	// really holds Spec.Capabilities (as ambient capabilities). Docker
+	// 20.10 grants them to root only, so there a spec asking for both is
+	// refused and a caller that needs a capability runs the workload as
+	// uid 0 with every other capability dropped.
+	AmbientCapabilities bool
 	// Health is true when Spec.Health checks run and produce
 	// EventHealthStatus.
 	Health bool

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,9 +32,24 @@ type Spec struct {
 	NetworkMode NetworkMode
 	// Ports publishes container ports; only with NetworkMode bridge.
 	Ports []Port
-	// Capabilities are Linux capabilities to add, e.g. NET_ADMIN.
+	// Capabilities are Linux capabilities to add, e.g. NET_ADMIN; with
+	// DropCapabilities they are the only ones the workload keeps.
 	Capabilities []string
-	Restart      RestartPolicy
+	// User runs the workload as "uid:gid" (numbers, no supplementary
+	// groups); empty keeps the image's user (the agent's for processes).
+	// Only where Capabilities.User.
+	User string
+	// DropCapabilities drops every capability, from the effective,
+	// permitted and bounding sets, except Spec.Capabilities, which a
+	// non-root User keeps as effective (ambient) capabilities.
+	DropCapabilities bool
+	// NoNewPrivileges sets no_new_privs: no setuid binary or file
+	// capability can raise the workload's privileges.
+	NoNewPrivileges bool
+	// ReadOnlyRootfs makes the root filesystem read-only; mounts keep
+	// their own mode. Only where Capabilities.ReadOnlyRootfs.
+	ReadOnlyRootfs bool
+	Restart        RestartPolicy
 	// MemoryBytes limits memory (0 = none); only where
 	// Capabilities.MemoryLimit.
 	MemoryBytes int64
@@ -95,6 +111,7 @@ type HealthCheck struct {
 var (
 	nameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 	capRe  = regexp.MustCompile(`^(CAP_)?[A-Z_]+$`)
+	userRe = regexp.MustCompile(`^[0-9]{1,10}:[0-9]{1,10}$`)
 	envRe  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
@@ -158,6 +175,22 @@ func (s Spec) Validate(caps Capabilities) error {
 			add("capabilities", "bad capability %q", c)
 		}
 	}
+	switch {
+	case s.User == "":
+	case !caps.User:
+		add("user", "running as another user is not supported by this runtime")
+	default:
+		uid, _, err := s.UIDGID()
+		switch {
+		case err != nil:
+			add("user", "%v", err)
+		case uid != 0 && len(s.Capabilities) > 0 && !caps.AmbientCapabilities:
+			add("capabilities", "a non-root user cannot hold capabilities on this runtime; run as 0:0 with drop_capabilities")
+		}
+	}
+	if s.ReadOnlyRootfs && !caps.ReadOnlyRootfs {
+		add("read_only_rootfs", "not supported by this runtime")
+	}
 	switch s.Restart.Name {
 	case "", RestartNo, RestartOnFailure, RestartAlways:
 	default:
@@ -183,6 +216,39 @@ func (s Spec) Validate(caps Capabilities) error {
 		}
 	}
 	return errs.Fields(bad...)
+}
+
+// ValidUser checks that User is uid:gid in numbers.
+func (s Spec) ValidUser() error {
+	_, _, err := s.UIDGID()
+	return err
+}
+
+// UIDGID parses User, which must be uid:gid in numbers.
+func (s Spec) UIDGID() (uid, gid uint32, err error) {
+	if !userRe.MatchString(s.User) {
+		return 0, 0, fmt.Errorf("must be uid:gid in numbers, not %q", s.User)
+	}
+	u, g, _ := strings.Cut(s.User, ":")
+	uv, err := strconv.ParseUint(u, 10, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("uid %q out of range", u)
+	}
+	gv, err := strconv.ParseUint(g, 10, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("gid %q out of range", g)
+	}
+	return uint32(uv), uint32(gv), nil
+}
+
+// CapabilityNames returns Capabilities spelled CAP_X, as the kernel and
+// OCI spell them.
+func (s Spec) CapabilityNames() []string {
+	out := make([]string, len(s.Capabilities))
+	for i, c := range s.Capabilities {
+		out[i] = "CAP_" + strings.TrimPrefix(c, "CAP_")
+	}
+	return out
 }
 
 // NetworkModeOr returns the spec's network mode, or def when unset.

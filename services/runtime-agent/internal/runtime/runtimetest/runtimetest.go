@@ -3,7 +3,9 @@
 // builds the test workload (package workload beside this one), turns it
 // into an image where the runtime runs images, and drives the runtime
 // through everything the agent relies on: life cycle, logs, stats, events,
-// exit codes, OOM, restart policy, ownership and spec validation.
+// exit codes, OOM, restart policy, privileges (uid, capabilities,
+// no_new_privs, seccomp, read-only root, read from /proc/<pid>/status of
+// the workload's process), ownership and spec validation.
 //
 // Where a runtime cannot do something, it says so in its Capabilities and
 // the suite checks that it refuses instead (for example a memory limit on
@@ -143,6 +145,7 @@ func Run(t *testing.T, cfg Config) {
 		t.Run("restart policy", s.testRestartPolicy)
 		t.Run("oom", s.testOOM)
 		t.Run("health", s.testHealth)
+		t.Run("privileges", s.testPrivileges)
 		t.Run("ownership", s.testOwnership)
 		t.Run("invalid specs", s.testInvalid)
 		t.Run("not found", s.testNotFound)
@@ -751,15 +754,18 @@ func (s *suite) testOwnership(t *testing.T) {
 	}
 }
 
+// invalidCase is a spec change Create must refuse with want.
+type invalidCase struct {
+	name   string
+	change func(*runtime.Spec)
+	want   error
+}
+
 func (s *suite) testInvalid(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t)
 	base := s.spec("bad", nil)
-	tests := []struct {
-		name   string
-		change func(*runtime.Spec)
-		want   error
-	}{
+	tests := []invalidCase{
 		{"empty name", func(sp *runtime.Spec) { sp.Name = "" }, errs.Invalid},
 		{"upper-case name", func(sp *runtime.Spec) { sp.Name = "Bad-Name" }, errs.Invalid},
 		{"no image", func(sp *runtime.Spec) { sp.Image = "" }, errs.Invalid},
@@ -780,12 +786,9 @@ func (s *suite) testInvalid(t *testing.T) {
 			}
 		}, errs.NotFound},
 	}
+	tests = append(tests, s.privilegeRefusals()...)
 	if !s.caps.Mounts {
-		tests = append(tests, struct {
-			name   string
-			change func(*runtime.Spec)
-			want   error
-		}{"mounts unsupported", func(sp *runtime.Spec) { sp.Mounts = []runtime.Mount{{Source: "/tmp", Target: "/tmp"}} }, errs.Invalid})
+		tests = append(tests, invalidCase{"mounts unsupported", func(sp *runtime.Spec) { sp.Mounts = []runtime.Mount{{Source: "/tmp", Target: "/tmp"}} }, errs.Invalid})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
