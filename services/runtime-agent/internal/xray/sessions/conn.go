@@ -29,10 +29,12 @@ type conn struct {
 	down   stats.Counter
 
 	isCut atomic.Bool
-	// handoff is held while bytes the destination sent are on their way to
-	// the client: a cut waits for it so that what was counted was
-	// delivered, and what was not delivered is not counted.
-	handoff sync.Mutex
+	// handoff is held (a value in it) while bytes the destination sent
+	// are on their way to the client: a cut waits for it so that what was
+	// counted was delivered, and what was not delivered is not counted. A
+	// channel, not a mutex, so that a cut can give up waiting without
+	// leaving anything behind.
+	handoff chan struct{}
 
 	mu         sync.Mutex
 	interrupts []func()
@@ -49,17 +51,14 @@ func (c *conn) cut() bool {
 	if !c.isCut.CompareAndSwap(false, true) {
 		return false
 	}
-	handed := make(chan struct{})
-	go func() {
-		// Held, nothing is on its way to the client any more.
-		c.handoff.Lock()
-		defer c.handoff.Unlock()
-		close(handed)
-	}()
+	wait := time.NewTimer(handoffGrace)
 	select {
-	case <-handed:
-	case <-time.After(handoffGrace):
+	case c.handoff <- struct{}{}:
+		// Nothing is on its way to the client any more.
+		<-c.handoff
+	case <-wait.C:
 	}
+	wait.Stop()
 	c.mu.Lock()
 	interrupts := c.interrupts
 	c.mu.Unlock()
@@ -86,8 +85,8 @@ type downWriter struct {
 }
 
 func (d *downWriter) WriteMultiBuffer(mb buf.MultiBuffer) error {
-	d.c.handoff.Lock()
-	defer d.c.handoff.Unlock()
+	d.c.handoff <- struct{}{}
+	defer func() { <-d.c.handoff }()
 	if d.c.isCut.Load() {
 		buf.ReleaseMulti(mb)
 		return errCut
@@ -120,7 +119,7 @@ func (d *downReader) settle() {
 	d.pending = 0
 	if d.holding {
 		d.holding = false
-		d.c.handoff.Unlock()
+		<-d.c.handoff
 	}
 }
 
@@ -132,11 +131,11 @@ func (d *downReader) take(mb buf.MultiBuffer, err error) (buf.MultiBuffer, error
 	if mb.IsEmpty() {
 		return nil, err
 	}
-	d.c.handoff.Lock()
+	d.c.handoff <- struct{}{}
 	// A cut that came while this read was blocked waits for handoff: look
 	// again now that it is held, so nothing is handed on after a cut.
 	if d.c.isCut.Load() {
-		d.c.handoff.Unlock()
+		<-d.c.handoff
 		buf.ReleaseMulti(mb)
 		return nil, errCut
 	}

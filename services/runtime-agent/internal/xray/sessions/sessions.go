@@ -173,7 +173,7 @@ func (t *Tracker) open(ctx context.Context) *conn {
 	// Splice would copy the rest of the transfer in the kernel and count it
 	// only at the end.
 	in.CanSpliceCopy = 3
-	c := &conn{user: in.User.Email, client: in.Conn}
+	c := &conn{user: in.User.Email, client: in.Conn, handoff: make(chan struct{}, 1)}
 	if t.downlink && t.stats != nil {
 		c.down, _ = stats.GetOrRegisterCounter(t.stats, "user>>>"+c.user+">>>traffic>>>downlink")
 	}
