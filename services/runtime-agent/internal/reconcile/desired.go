@@ -14,18 +14,39 @@ import (
 
 // member is what the reconciler keeps of a user served on this node: the
 // Xray user it is on each protocol, with the fingerprint of its
-// credentials. Users the node does not serve are not kept.
+// credentials. Users the node does not serve are not kept. It is kept
+// small (one per user placed on the node): a fixed slot per protocol, not
+// maps.
 type member struct {
-	// users holds one entry per protocol the user has credentials for.
-	users map[user.Protocol]xray.User
-	// fps holds the credential fingerprint of each entry of users.
-	fps map[user.Protocol]string
+	// slots holds, per protocol (in user.Protocols' order), the Xray user
+	// and its credential fingerprint, when the user has credentials for
+	// it.
+	slots [protocolCount]slot
 	// ssKeyLen is the length of the user's Shadowsocks-2022 key, which
 	// decides on which inbounds (by method) it can be used.
 	ssKeyLen int
 	// key fingerprints everything above: an update that leaves it alone
 	// (usage counters, a rename, a note) changes nothing in Xray.
 	key string
+}
+
+type slot struct {
+	user xray.User
+	fp   string
+	ok   bool
+}
+
+// protocolCount is the number of protocols a member has slots for.
+const protocolCount = 4
+
+// slotOf is the index of protocol p in a member's slots.
+func slotOf(p user.Protocol) (int, bool) {
+	for i, q := range user.Protocols {
+		if q == p && i < protocolCount {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // memberOf returns what Xray should hold of u, or nil when the node must
@@ -36,9 +57,14 @@ func memberOf(u user.User) *member {
 	if !u.Status.Served() {
 		return nil
 	}
-	m := &member{users: map[user.Protocol]xray.User{}, fps: map[user.Protocol]string{}}
+	m := &member{}
 	c := u.Credentials
+	held := 0
 	for _, p := range u.Protocols {
+		i, known := slotOf(p)
+		if !known {
+			continue
+		}
 		var xu xray.User
 		switch {
 		case p == user.VLESSReality && c.VLESS != nil:
@@ -67,16 +93,18 @@ func memberOf(u user.User) *member {
 		if check.ValidateUser(xu) != nil {
 			continue
 		}
-		m.users[p] = xu
-		m.fps[p] = fingerprint(xu)
+		if !m.slots[i].ok {
+			held++
+		}
+		m.slots[i] = slot{user: xu, fp: fingerprint(xu), ok: true}
 	}
-	if len(m.users) == 0 {
+	if held == 0 {
 		return nil
 	}
 	h := sha256.New()
-	for _, p := range user.Protocols {
-		if fp, ok := m.fps[p]; ok {
-			h.Write([]byte(string(p) + "=" + fp + ";"))
+	for i, p := range user.Protocols[:protocolCount] {
+		if sl := m.slots[i]; sl.ok {
+			h.Write([]byte(string(p) + "=" + sl.fp + ";"))
 		}
 	}
 	m.key = hex.EncodeToString(h.Sum(nil)[:8])
@@ -96,8 +124,8 @@ func fingerprint(u xray.User) string {
 // Shadowsocks-2022 key whose length does not fit the inbound's method.
 func (m *member) on(in xray.Inbound) (xray.User, string, bool) {
 	p := user.Protocol(in.Protocol)
-	u, ok := m.users[p]
-	if !ok {
+	i, known := slotOf(p)
+	if !known || !m.slots[i].ok {
 		return xray.User{}, "", false
 	}
 	if p == user.Shadowsocks2022 {
@@ -108,7 +136,7 @@ func (m *member) on(in xray.Inbound) (xray.User, string, bool) {
 			return xray.User{}, "", false
 		}
 	}
-	return u, m.fps[p], true
+	return m.slots[i].user, m.slots[i].fp, true
 }
 
 // Options of the Xray spec the agent adds to a server's.

@@ -131,3 +131,16 @@ func TestXraySpecReportsServerFields(t *testing.T) {
 		t.Error("a rename or a status write changed the spec key")
 	}
 }
+
+// TestEveryProtocolHasASlot: a protocol added to user.Protocols needs a
+// member slot (protocolCount), or its users would be dropped silently.
+func TestEveryProtocolHasASlot(t *testing.T) {
+	if protocolCount != len(user.Protocols) {
+		t.Fatalf("protocolCount = %d, user.Protocols has %d", protocolCount, len(user.Protocols))
+	}
+	for _, p := range user.Protocols {
+		if _, ok := slotOf(p); !ok {
+			t.Fatalf("protocol %s has no slot", p)
+		}
+	}
+}

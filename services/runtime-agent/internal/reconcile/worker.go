@@ -67,6 +67,8 @@ type worker struct {
 	// noSessionControl is the instance found unable to end sessions (a
 	// stock Xray), so that it is said once, not on every removal.
 	noSessionControl string
+	// changed counts the users added to or removed from Xray in this step.
+	changed int
 }
 
 // instance is the Xray the worker runs.
@@ -211,12 +213,16 @@ func (w *worker) step(ctx context.Context) (done bool, err error) {
 			resync = true
 		}
 	}
+	w.changed = 0
 	if resync {
 		err = w.syncAll(ctx)
 	} else if len(dirty) > 0 {
 		err = w.syncSome(ctx, dirty)
 	}
 	w.save()
+	if w.changed >= burstUsers {
+		releaseAfterBurst()
+	}
 	holding := 0
 	if w.cur.specKey == key {
 		// What runs is what is wanted: say how many of its users it
@@ -304,7 +310,8 @@ func (w *worker) adopt(ctx context.Context) {
 		// level) may have changed since. A config that differs from the one
 		// the agent would build for the same server is redeployed, as any
 		// desired-state change is; its inbounds are known meanwhile.
-		if want, err := xraySpec(dep.Server, w.r.cfg.Node, api, w.specOptions()); err != nil || configHash(want) != in.hash {
+		want, err := xraySpec(dep.Server, w.r.cfg.Node, api, w.specOptions())
+		if err != nil || configHash(want) != in.hash || wl.Labels[LabelPrivileges] != w.r.privilegesFor(want).label() {
 			w.log.Info("adopted xray runs other agent options; it will be redeployed", logkey.Workload, wl.Name)
 			in.specKey = ""
 		}
@@ -511,6 +518,7 @@ func (w *worker) apply(ctx context.Context, desired map[string]map[string]desire
 			}
 			w.unsaved = true
 		}
+		w.changed += len(ch.removes) + len(ch.adds)
 		if len(ch.removes)+len(ch.adds) > 0 {
 			w.log.Debug("users applied", logkey.Inbound, ch.in.Tag, logkey.Added, len(ch.adds), logkey.Removed, len(ch.removes))
 		}
@@ -597,7 +605,8 @@ func (w *worker) deploy(ctx context.Context, want server.Server, key string) err
 		return nil
 	}
 	hash := configHash(spec)
-	if err := writeConfig(w.dir, cfg); err != nil {
+	priv := w.r.privilegesFor(spec)
+	if err := writeConfig(w.dir, cfg, priv); err != nil {
 		return err
 	}
 	if err := saveDeployed(w.deployedPath(), deployed{Spec: spec, Server: want}); err != nil {
@@ -611,6 +620,7 @@ func (w *worker) deploy(ctx context.Context, want server.Server, key string) err
 		},
 		Restart: runtime.RestartPolicy{Name: runtime.RestartAlways},
 	}
+	priv.apply(&rs)
 	prev := w.cur
 	if err := w.replace(ctx, rs); err != nil {
 		err = fmt.Errorf("starting xray: %w", err)
@@ -675,24 +685,27 @@ func (w *worker) restore(ctx context.Context, prev *instance) {
 		return
 	}
 	image, command, mounts, err := w.r.workloadImage(ctx, w.dir)
+	priv := w.r.privilegesFor(prev.spec)
 	if err == nil {
 		cfg, berr := xray.BuildConfig(prev.spec)
 		if err = berr; err == nil {
-			err = writeConfig(w.dir, cfg)
+			err = writeConfig(w.dir, cfg, priv)
 		}
 	}
 	if err == nil {
 		err = saveDeployed(w.deployedPath(), deployed{Spec: prev.spec, Server: prev.server})
 	}
 	if err == nil {
-		err = w.replace(ctx, runtime.Spec{
+		rs := runtime.Spec{
 			Name: w.name, Image: image, Command: command, Mounts: mounts,
 			Labels: map[string]string{
 				LabelRole: RoleXray, LabelServer: w.id, LabelConfigHash: prev.hash,
 				LabelSpecKey: prev.specKey, LabelAPI: prev.api,
 			},
 			Restart: runtime.RestartPolicy{Name: runtime.RestartAlways},
-		})
+		}
+		priv.apply(&rs)
+		err = w.replace(ctx, rs)
 	}
 	if err != nil {
 		w.log.Error("restoring the previous xray", logkey.Err, err)
@@ -845,7 +858,11 @@ func (w *worker) record(ctx context.Context, rep statusReport) error {
 }
 
 // writeConfig stores the config Xray reads, replacing the previous one
-// atomically (a running Xray has read its own already).
-func writeConfig(dir string, cfg []byte) error {
-	return atomicfile.Write(filepath.Join(dir, "config", "config.json"), cfg, 0o600, false)
+// atomically (a running Xray has read its own already), owned by the user
+// Xray runs as (mode 0600: it holds private keys).
+func writeConfig(dir string, cfg []byte, priv xrayPrivileges) error {
+	if err := atomicfile.Write(filepath.Join(dir, "config", "config.json"), cfg, 0o600, false); err != nil {
+		return err
+	}
+	return priv.handConfig(dir)
 }
