@@ -49,6 +49,7 @@ type Config struct {
 	OutboxLimit    int           `flag:"outbox-limit" env:"VPN_OUTBOX_LIMIT" help:"messages kept on disk while NATS is unreachable"`
 	// Xray servers.
 	XrayBin              string        `flag:"xray-bin" env:"VPN_XRAY_BIN" help:"Xray executable (default: xray next to the agent, else in PATH); also imported as an image when the engine lacks --xray-image"`
+	XrayUser             string        `flag:"xray-user" env:"VPN_XRAY_USER" help:"uid:gid Xray runs as, with only the capabilities it needs (0:0 keeps root)"`
 	XrayImage            string        `flag:"xray-image" env:"VPN_XRAY_IMAGE" help:"Xray image for docker and containerd (default vpnfleet/xray:<pinned version>)"`
 	AllowPrivateNetworks bool          `flag:"allow-private-networks" env:"VPN_ALLOW_PRIVATE_NETWORKS" help:"let VPN users reach loopback and private addresses through the servers (tests, labs)"`
 	DriftInterval        time.Duration `flag:"drift-interval" env:"VPN_DRIFT_INTERVAL" help:"how often each server's users in Xray are checked against the desired ones"`
@@ -71,6 +72,7 @@ func DefaultConfig() Config {
 		DriftInterval:  time.Minute,
 		UsageInterval:  10 * time.Second,
 		XrayMaxReply:   xray.DefaultMaxRecv,
+		XrayUser:       reconcile.DefaultXrayUser,
 	}
 }
 
@@ -213,7 +215,7 @@ func (a *Agent) newReconciler() (*reconcile.Reconciler, error) {
 	}
 	return reconcile.New(reconcile.Config{
 		Node: a.node.ID, PublicHost: a.node.PublicAddr, DataDir: dir,
-		XrayBin: bin, XrayImage: image, AllowPrivateNetworks: a.cfg.AllowPrivateNetworks,
+		XrayBin: bin, XrayImage: image, XrayUser: a.cfg.XrayUser, AllowPrivateNetworks: a.cfg.AllowPrivateNetworks,
 		DriftInterval: a.cfg.DriftInterval, Retiring: a.usage.retiring, Log: a.log,
 		XrayLimits: xray.Limits{Recv: a.cfg.XrayFirstReply, MaxRecv: a.cfg.XrayMaxReply},
 	}, a.rt, reconcile.KVStatus{JS: a.env.JS}, a.enqueueEvent)

@@ -71,6 +71,8 @@ type fleet struct {
 	// blockPrivate starts agents with AllowPrivateNetworks off (the
 	// product's default); tests reach their loopback targets otherwise.
 	blockPrivate bool
+	// xrayUser, when set, is the agents' --xray-user.
+	xrayUser string
 
 	mu        sync.Mutex
 	agent     *agent.Agent
@@ -91,11 +93,24 @@ func newFleet(t testing.TB, rt string) *fleet {
 		t: t, ns: ns, nc: nc, js: js, node: runtimetest.NewNode("srv"), runtime: rt,
 		dataDir: t.TempDir(), xrayBin: xraytest.Binary(t),
 	}
-	if rt == "docker" {
+	if rt == "process" {
+		// A process Xray runs as the unprivileged Xray user, which must
+		// reach its binary and data dir: test temp dirs and the binary
+		// cache under /root are closed to it.
+		f.dataDir, f.xrayBin = runtimetest.PassableDir(t), runtimetest.WorldExecutable(t, f.xrayBin)
+	}
+	if rt != "process" {
 		// A tag no engine has: the agent must build and import the image
 		// from the binary, as on a host with no registry.
 		f.image = fmt.Sprintf("vpnfleet/xray-test:%s", strings.TrimPrefix(f.node, "srv-"))
-		t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", f.image).Run() })
+		t.Cleanup(func() {
+			if rt == "containerd" {
+				cfg := f.agentConfig()
+				_ = exec.Command("ctr", "-a", cfg.ContainerdAddr, "-n", "vpn", "images", "rm", "docker.io/"+f.image).Run()
+				return
+			}
+			_ = exec.Command("docker", "rmi", "-f", f.image).Run()
+		})
 	}
 	// Registered before the agent's stop, so it runs after it: Xray
 	// outlives its agent by design, the test must not leave it behind.
@@ -121,6 +136,28 @@ func newFleet(t testing.TB, rt string) *fleet {
 	return f
 }
 
+// assertUnprivileged checks, from /proc, that the Xray of server id runs
+// as the Xray user with no capability, no_new_privs set.
+func (f *fleet) assertUnprivileged(id string) {
+	f.t.Helper()
+	rs, err := f.running(id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	w, err := f.agentRuntime().Inspect(f.ctx(), rs.Workload)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	st, err := runtimetest.ReadProcStatus(w.PID)
+	if err != nil {
+		f.t.Fatalf("reading the status of xray (pid %d): %v", w.PID, err)
+	}
+	if st.UIDs != [4]uint32{65532, 65532, 65532, 65532} || st.CapEff != 0 || st.CapPrm != 0 || !st.NoNewPrivs {
+		f.t.Errorf("xray runs with uids %v CapEff %#x CapPrm %#x NoNewPrivs %v; want uid 65532, no capability, no_new_privs",
+			st.UIDs, st.CapEff, st.CapPrm, st.NoNewPrivs)
+	}
+}
+
 func (f *fleet) ctx() context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	f.t.Cleanup(cancel)
@@ -136,7 +173,15 @@ func (f *fleet) agentConfig() agent.Config {
 	cfg.StatsInterval = time.Minute
 	cfg.XrayBin = f.xrayBin
 	cfg.XrayImage = f.image
+	if a := os.Getenv("CONTAINERD_ADDRESS"); a != "" {
+		cfg.ContainerdAddr = a
+	} else if !socketUp(cfg.ContainerdAddr) {
+		cfg.ContainerdAddr = "/var/run/docker/containerd/containerd.sock" // Docker's own
+	}
 	cfg.AllowPrivateNetworks = !f.blockPrivate // the targets are on loopback
+	if f.xrayUser != "" {
+		cfg.XrayUser = f.xrayUser
+	}
 	if f.drift > 0 {
 		cfg.DriftInterval = f.drift
 	}

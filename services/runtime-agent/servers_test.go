@@ -12,16 +12,17 @@ import (
 )
 
 // TestServerEndToEnd is issue 5's acceptance path, on the process runtime
-// (everywhere) and on Docker (where it answers): a server deployed from
+// (everywhere) and on Docker and containerd (where they answer), with Xray
+// unprivileged (issue 17: uid 65532, no capability, no_new_privs): a server deployed from
 // the servers bucket, a user created through the registry, its generated
 // links parsed into a real Xray client that fetches a page through the
 // tunnel, for every protocol; then disabled, enabled and deleted users
 // are refused and let in again, live, with no Xray restart.
 func TestServerEndToEnd(t *testing.T) {
-	for _, rt := range []string{"process", "docker"} {
+	for _, rt := range []string{"process", "docker", "containerd"} {
 		t.Run(rt, func(t *testing.T) {
-			if rt == "docker" {
-				dockerOrSkip(t)
+			if rt != "process" {
+				dockerOrSkip(t) // containerd is Docker's own one here
 			}
 			testEndToEnd(t, rt)
 		})
@@ -45,6 +46,7 @@ func testEndToEnd(t *testing.T, rt string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.assertUnprivileged(srv.ID)
 
 	u := f.createUser("alice")
 	links := f.links(u.ID, srv.ID)

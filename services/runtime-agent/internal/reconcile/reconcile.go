@@ -64,6 +64,10 @@ const (
 	LabelConfigHash = "vpnfleet.config-hash"
 	LabelSpecKey    = "vpnfleet.spec-key"
 	LabelAPI        = "vpnfleet.xray-api"
+	// LabelPrivileges says how Xray runs (user, capabilities, read-only
+	// root), so an Xray adopted from an agent that ran it otherwise is
+	// redeployed.
+	LabelPrivileges = "vpnfleet.xray-privileges"
 	// RoleXray is the value of LabelRole on Xray workloads.
 	RoleXray = "xray"
 )
@@ -86,6 +90,9 @@ type Config struct {
 	XrayBin string
 	// XrayImage is the image container runtimes run.
 	XrayImage string
+	// XrayUser is the uid:gid Xray runs as (default DefaultXrayUser; "0:0"
+	// keeps root, still with every capability it does not need dropped).
+	XrayUser string
 	// AllowPrivateNetworks lets users reach private and loopback addresses
 	// (xray.Spec.AllowPrivateNetworks).
 	AllowPrivateNetworks bool
@@ -124,6 +131,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 30 * time.Second
+	}
+	if c.XrayUser == "" {
+		c.XrayUser = DefaultXrayUser
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -194,11 +204,17 @@ func New(cfg Config, rt runtime.Runtime, status StatusStore, emit Emit) (*Reconc
 	if cfg.PublicHost == "" {
 		fe = append(fe, errs.FieldError{Field: "public_host", Rule: "must be set"})
 	}
+	if err := (runtime.Spec{User: cfg.XrayUser}).ValidUser(); err != nil {
+		fe = append(fe, errs.FieldError{Field: "xray_user", Rule: err.Error()})
+	}
 	if err := errs.Fields(fe...); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, errs.Wrap(errs.Invalid, err, "creating %s", cfg.DataDir)
+	}
+	if err := openDataDir(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	return &Reconciler{
 		cfg: cfg, rt: rt, status: status, emit: emit,

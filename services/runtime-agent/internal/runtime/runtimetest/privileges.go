@@ -118,7 +118,7 @@ func (s *suite) testPrivileges(t *testing.T) {
 	asRoot := os.Geteuid() == 0
 	image := s.image
 	if !s.caps.Images {
-		image = s.worldExecutable(t)
+		image = WorldExecutable(t, s.bin)
 	}
 	user, uid := UnprivilegedUser, uint32(65532)
 	if !s.caps.User {
@@ -204,35 +204,48 @@ func (s *suite) testPrivileges(t *testing.T) {
 	}
 }
 
-// worldExecutable copies the workload binary where any user can execute
-// it (test temp dirs are 0700), for process workloads run as another user.
-func (s *suite) worldExecutable(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "vpnfleet-workload-")
+// PassableDir returns a temporary dir every user may pass but not list
+// (0711), for workloads run as another user: test temp dirs are 0700.
+func PassableDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "vpnfleet-test-")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o711); err != nil {
+		tb.Fatal(err)
 	}
-	src, err := os.Open(s.bin)
+	return dir
+}
+
+// WorldExecutable links (or, across filesystems, copies) bin into a
+// passable dir, where any user may execute it.
+func WorldExecutable(tb testing.TB, bin string) string {
+	tb.Helper()
+	dst := filepath.Join(PassableDir(tb), filepath.Base(bin))
+	if os.Link(bin, dst) == nil {
+		if err := os.Chmod(dst, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+		return dst
+	}
+	src, err := os.Open(bin)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer src.Close()
-	path := filepath.Join(dir, "workload")
-	dst, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o755)
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o755)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
+	if _, err := io.Copy(out, src); err != nil {
+		tb.Fatal(err)
 	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
+	if err := out.Close(); err != nil {
+		tb.Fatal(err)
 	}
-	return path
+	return dst
 }
 
 // privilegeRefusals are the invalid specs of the privilege fields.

@@ -1,0 +1,128 @@
+package agent_test
+
+import (
+	"fmt"
+	"net"
+	"testing"
+
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime/runtimetest"
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray/xraytest"
+	"github.com/vpnfleet/vpnfleet/shared/bus"
+	"github.com/vpnfleet/vpnfleet/shared/event"
+	"github.com/vpnfleet/vpnfleet/shared/server"
+	"github.com/vpnfleet/vpnfleet/shared/subject"
+	"github.com/vpnfleet/vpnfleet/shared/user"
+	"github.com/vpnfleet/vpnfleet/shared/waitfor"
+)
+
+// TestServerBelowPort1024 deploys a server with an inbound on a port
+// below 1024 on each runtime (issue 17): Xray holds CAP_NET_BIND_SERVICE
+// and nothing else, as the Xray user where the runtime can give a non-root
+// user a capability (processes, containerd) and as uid 0 on Docker, which
+// cannot; a real client passes traffic through that port.
+func TestServerBelowPort1024(t *testing.T) {
+	const netBindService = uint64(1) << 10
+	for _, tt := range []struct {
+		runtime string
+		uid     uint32
+	}{{"process", 65532}, {"docker", 0}, {"containerd", 65532}} {
+		t.Run(tt.runtime, func(t *testing.T) {
+			if tt.runtime != "process" {
+				dockerOrSkip(t)
+			}
+			f := newFleet(t, tt.runtime)
+			f.startAgent()
+			dest := xraytest.StartTLSDest(t, sni)
+			target := xraytest.StartHTTPTarget(t)
+			low := lowPort(t)
+			s, err := bus.Request[server.Server](f.ctx(), f.nc, subject.ServersCmd(subject.ServersCreate), server.CreateRequest{
+				Node: f.node, Name: "low", Inbounds: inboundRequests(t, dest, map[string]int{"socks": low}),
+			})
+			if err != nil {
+				t.Fatalf("creating a server with socks on port %d: %v", low, err)
+			}
+			f.waitStatus(s.ID, s.Revision, server.StateApplied)
+			f.waitEvent(s.ID, event.ServerApplied)
+
+			rs, err := f.running(s.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := f.agentRuntime().Inspect(f.ctx(), rs.Workload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := runtimetest.ReadProcStatus(w.PID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.UIDs != [4]uint32{tt.uid, tt.uid, tt.uid, tt.uid} {
+				t.Errorf("xray uids %v, want %d", st.UIDs, tt.uid)
+			}
+			if st.CapEff != netBindService || st.CapPrm != netBindService || st.CapBnd != netBindService || !st.NoNewPrivs {
+				t.Errorf("xray CapEff %#x CapPrm %#x CapBnd %#x NoNewPrivs %v; want only CAP_NET_BIND_SERVICE (%#x) and no_new_privs",
+					st.CapEff, st.CapPrm, st.CapBnd, st.NoNewPrivs, netBindService)
+			}
+
+			u := f.createUser("alice")
+			link, ok := f.links(u.ID, s.ID)[user.SOCKS5]
+			if !ok {
+				t.Fatal("no socks link for alice")
+			}
+			c := xraytest.StartClient(t, xraytest.Binary(t), outbound(t, link))
+			connects(t, c, target, fmt.Sprintf("alice over socks on port %d", low))
+		})
+	}
+}
+
+// lowPort returns a port below 1024 free on loopback a moment ago.
+func lowPort(t testing.TB) int {
+	t.Helper()
+	for p := 1023; p >= 900; p-- {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p
+	}
+	t.Fatal("no free port between 900 and 1023 on loopback")
+	return 0
+}
+
+// TestRestartWithAnotherXrayUserRedeploys: an Xray adopted from an agent
+// that ran it as another user (an upgrade from root, or --xray-user
+// changed) is redeployed as the agent now says, and serves again.
+func TestRestartWithAnotherXrayUserRedeploys(t *testing.T) {
+	f := newFleet(t, "process")
+	f.xrayUser = "0:0"
+	f.startAgent()
+	dest := xraytest.StartTLSDest(t, sni)
+	target := xraytest.StartHTTPTarget(t)
+	srv := f.createServer("edge", dest)
+	f.waitStatus(srv.ID, srv.Revision, server.StateApplied)
+	u := f.createUser("bob")
+	client := xraytest.StartClient(t, xraytest.Binary(t), outbound(t, f.links(u.ID, srv.ID)[user.SOCKS5]))
+	connects(t, client, target, "bob with xray as root")
+	old, err := f.running(srv.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	f.stop()
+	f.xrayUser = "" // the default, 65532:65532
+	f.startAgent()
+	waitfor.Cond(t, applyWait, func() error {
+		rs, err := f.running(srv.ID)
+		if err != nil {
+			return err
+		}
+		if rs.Instance == old.Instance {
+			return fmt.Errorf("xray %s still runs as root", rs.Instance)
+		}
+		return nil
+	})
+	f.waitXrayHolds(srv, []string{u.ID}, "bob")
+	f.assertUnprivileged(srv.ID)
+	connects(t, client, target, "bob with xray unprivileged")
+}
