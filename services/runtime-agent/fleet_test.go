@@ -136,6 +136,31 @@ func newFleet(t testing.TB, rt string) *fleet {
 	return f
 }
 
+// restartRedeploys stops the agent, calls change (an agent option), starts
+// it again and waits until the adopted Xray of srv, which ran the old
+// option, is replaced by one holding users.
+func (f *fleet) restartRedeploys(srv server.Server, users []string, what string, change func()) {
+	f.t.Helper()
+	old, err := f.running(srv.ID)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.stop()
+	change()
+	f.startAgent()
+	waitfor.Cond(f.t, applyWait, func() error {
+		rs, err := f.running(srv.ID)
+		if err != nil {
+			return err
+		}
+		if rs.Instance == old.Instance {
+			return fmt.Errorf("xray %s still runs %s", rs.Instance, what)
+		}
+		return nil
+	})
+	f.waitXrayHolds(srv, users, what)
+}
+
 // assertUnprivileged checks, from /proc, that the Xray of server id runs
 // as the Xray user with no capability, no_new_privs set.
 func (f *fleet) assertUnprivileged(id string) {

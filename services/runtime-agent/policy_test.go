@@ -1,13 +1,11 @@
 package agent_test
 
 import (
-	"fmt"
 	"testing"
 
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray/xraytest"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/user"
-	"github.com/vpnfleet/vpnfleet/shared/waitfor"
 )
 
 // TestPrivateNetworkPolicyConverges: --allow-private-networks is part of
@@ -28,26 +26,9 @@ func TestPrivateNetworkPolicyConverges(t *testing.T) {
 
 	restartWith := func(block bool) {
 		t.Helper()
-		old, err := f.running(srv.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.stop()
-		f.blockPrivate = block
-		f.startAgent()
 		// The adopted Xray runs the other policy: it is redeployed, and
 		// bob is served by the new one.
-		waitfor.Cond(t, applyWait, func() error {
-			rs, err := f.running(srv.ID)
-			if err != nil {
-				return err
-			}
-			if rs.Instance == old.Instance {
-				return fmt.Errorf("xray %s still runs the old policy", rs.Instance)
-			}
-			return nil
-		})
-		f.waitXrayHolds(srv, []string{u.ID}, "bob")
+		f.restartRedeploys(srv, []string{u.ID}, "the old policy", func() { f.blockPrivate = block })
 	}
 
 	restartWith(true)

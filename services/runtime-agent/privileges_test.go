@@ -12,7 +12,6 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
-	"github.com/vpnfleet/vpnfleet/shared/waitfor"
 )
 
 // TestServerBelowPort1024 deploys a server with an inbound on a port
@@ -104,25 +103,7 @@ func TestRestartWithAnotherXrayUserRedeploys(t *testing.T) {
 	u := f.createUser("bob")
 	client := xraytest.StartClient(t, xraytest.Binary(t), outbound(t, f.links(u.ID, srv.ID)[user.SOCKS5]))
 	connects(t, client, target, "bob with xray as root")
-	old, err := f.running(srv.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	f.stop()
-	f.xrayUser = "" // the default, 65532:65532
-	f.startAgent()
-	waitfor.Cond(t, applyWait, func() error {
-		rs, err := f.running(srv.ID)
-		if err != nil {
-			return err
-		}
-		if rs.Instance == old.Instance {
-			return fmt.Errorf("xray %s still runs as root", rs.Instance)
-		}
-		return nil
-	})
-	f.waitXrayHolds(srv, []string{u.ID}, "bob")
+	f.restartRedeploys(srv, []string{u.ID}, "as root", func() { f.xrayUser = "" }) // the default, 65532:65532
 	f.assertUnprivileged(srv.ID)
 	connects(t, client, target, "bob with xray unprivileged")
 }
