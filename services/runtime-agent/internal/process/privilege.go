@@ -43,7 +43,7 @@ var capNumbers = map[string]uintptr{
 // whether the runtime can switch users and which capabilities a workload
 // may be given.
 type agentCaps struct {
-	effective, permitted uint64
+	effective, permitted, ambient uint64
 }
 
 func readAgentCaps() (agentCaps, error) {
@@ -55,19 +55,23 @@ func readAgentCaps() (agentCaps, error) {
 	var a agentCaps
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (k != "CapEff" && k != "CapPrm") {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		var dst *uint64
+		switch k {
+		case "CapEff":
+			dst = &a.effective
+		case "CapPrm":
+			dst = &a.permitted
+		case "CapAmb":
+			dst = &a.ambient
+		default:
 			continue
 		}
 		n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
 		if err != nil {
 			return agentCaps{}, errs.Wrap(errs.Internal, err, "parsing %s of the agent", k)
 		}
-		if k == "CapEff" {
-			a.effective = n
-		} else {
-			a.permitted = n
-		}
+		*dst = n
 	}
 	return a, sc.Err()
 }
@@ -112,15 +116,21 @@ func (r *Runtime) privilegesFor(rec record) (privileges, error) {
 			return p, errs.Field("capabilities", fmt.Sprintf("the agent does not hold %s, so it cannot hand it on", name))
 		}
 		p.keep |= 1 << c
-		if p.cred != nil && p.cred.Uid != 0 || p.cred == nil && os.Geteuid() != 0 {
+		switch {
+		case p.cred == nil && os.Geteuid() != 0 && r.agent.ambient&(1<<c) != 0:
+			// Already ambient in the agent (systemd's AmbientCapabilities):
+			// the child inherits it, with no capset, which the shipped
+			// units' system-call filter forbids.
+		case p.cred != nil && p.cred.Uid != 0 || p.cred == nil && os.Geteuid() != 0:
 			p.ambient = append(p.ambient, c)
 		}
 	}
 	return p, nil
 }
 
-// forkExec starts argv under p. Narrowing the bounding set, clearing the
-// ambient set and setting no_new_privs are per-thread, so they are done on
+// forkExec starts argv under p. Narrowing the bounding set, lowering the
+// agent's ambient capabilities the child must not keep and setting
+// no_new_privs are per-thread, so they are done on
 // a thread locked for the purpose and thrown away with it (a goroutine that
 // exits locked ends its thread; the Go runtime never clones new threads
 // from one locked like this), and the child inherits them across fork. The
@@ -146,9 +156,14 @@ func (r *Runtime) forkExec(argv0 string, argv []string, attr *syscall.ProcAttr, 
 			}
 		}
 		if p.drop {
-			if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
-				done <- result{err: fmt.Errorf("clearing ambient capabilities: %w", err)}
-				return
+			for c := uintptr(0); c < 64; c++ {
+				if r.agent.ambient&(1<<c) == 0 || p.keep&(1<<c) != 0 {
+					continue
+				}
+				if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_LOWER, c, 0, 0); err != nil {
+					done <- result{err: fmt.Errorf("lowering ambient capability %d: %w", c, err)}
+					return
+				}
 			}
 			if r.agent.has(unix.CAP_SETPCAP) {
 				for c := uintptr(0); c < 64; c++ {

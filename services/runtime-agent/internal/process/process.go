@@ -18,8 +18,10 @@
 // only Spec.Capabilities: a non-root child as ambient capabilities (so they
 // are effective after exec), and only those the agent holds itself, since
 // a capability cannot be handed on that the agent lacks (errs.Invalid
-// "capabilities"); the bounding set is narrowed to them when the agent
-// holds CAP_SETPCAP. Spec.NoNewPrivileges sets no_new_privs. A read-only
+// "capabilities"), one the agent already holds as ambient (systemd's
+// AmbientCapabilities) simply inherited, since the shipped units' system-
+// call filter denies capset; the bounding set is narrowed to them when the
+// agent holds CAP_SETPCAP. Spec.NoNewPrivileges sets no_new_privs. A read-only
 // root filesystem is not offered. Without DropCapabilities a child has the
 // agent's capabilities.
 //
