@@ -235,3 +235,31 @@ func decodeB64(t *testing.T, s string) string {
 	}
 	return string(b)
 }
+
+// TestSubscriptionNeverDropsToZeroLinks: when no node that serves a user is
+// known healthy (a restart, a gap in heartbeats), its subscription lists
+// every node's links, marked, instead of none; once a node is healthy again
+// only the healthy ones are listed.
+func TestSubscriptionNeverDropsToZeroLinks(t *testing.T) {
+	h := newHarness(t)
+	h.putNode("node-a", time.Now().Add(-time.Hour)) // no heartbeat lately
+	h.putServer("srv-a", "node-a")
+	var u user.User
+	h.mustJSON("POST", "/api/v1/users", "operator", map[string]any{"name": "gap", "protocols": []string{"vless-reality"}}, http.StatusCreated, &u)
+	var s api.Subscription
+	h.mustJSON("GET", "/api/v1/users/gap/subscription", "operator", nil, http.StatusOK, &s)
+	path := strings.TrimPrefix(s.URL, h.url)
+
+	r := h.do("GET", path, "", nil)
+	if lines := strings.Fields(decodeB64(t, r.String())); r.status != http.StatusOK || len(lines) != 1 || r.header.Get("Vpn-Subscription-Health") != "unknown" {
+		t.Fatalf("subscription with no node healthy: %d %q, health %q; want the one link, marked unknown", r.status, lines, r.header.Get("Vpn-Subscription-Health"))
+	}
+
+	h.putNode("node-b", time.Now())
+	h.putServer("srv-b", "node-b")
+	r = h.do("GET", path, "", nil)
+	lines := strings.Fields(decodeB64(t, r.String()))
+	if r.status != http.StatusOK || len(lines) != 1 || !strings.Contains(lines[0], "203.0.113.7") || r.header.Get("Vpn-Subscription-Health") != "" {
+		t.Fatalf("subscription with a healthy node: %d %q, health %q; want only the healthy node's link, unmarked", r.status, lines, r.header.Get("Vpn-Subscription-Health"))
+	}
+}

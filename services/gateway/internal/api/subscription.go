@@ -129,6 +129,20 @@ func (s *Server) subscription(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if resp.Links == 0 && u.Status.Served() {
+		// No node that serves the user is known healthy right now (a
+		// restart, a health gap): a client refreshing must not lose every
+		// server, so the links of every node are served, marked.
+		every, err := call[user.SubscriptionResponse](s, r, subject.UsersCmd(subject.UsersSubscription),
+			user.SubscriptionRequest{ID: u.ID, Format: format})
+		if err != nil {
+			return err
+		}
+		if every.Links > 0 {
+			resp = every
+			w.Header().Set(sub.HealthHeader, sub.HealthUnknown)
+		}
+	}
 	sub.SetHeaders(w.Header(), u, format)
 	w.Header().Set("Content-Type", resp.ContentType)
 	w.WriteHeader(http.StatusOK)

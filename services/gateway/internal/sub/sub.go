@@ -198,6 +198,14 @@ func NodesOf(u user.User, healthy []string) []string {
 	return healthy
 }
 
+// HealthHeader marks a subscription served without knowing which nodes
+// are healthy: HealthUnknown when no node serving the user was healthy at
+// the time, so the links of every node are listed rather than none.
+const (
+	HealthHeader  = "Vpn-Subscription-Health"
+	HealthUnknown = "unknown"
+)
+
 // extensions name the file a client saves each format as.
 var extensions = map[string]string{
 	user.FormatBase64:  ".txt",
