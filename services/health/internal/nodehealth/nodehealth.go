@@ -247,9 +247,15 @@ func (f *Fleet) judge(id string, n *nodeState, now time.Time) event.NodeHealth {
 	}
 	age := now.Sub(n.reg.HeartbeatAt)
 	switch {
-	case n.reg.State == node.StateStopped:
-		h.Reasons = []string{"agent stopped"}
+	case n.reg.State == node.StateStopped && age > f.cfg.DownAfter:
+		h.Reasons = []string{fmt.Sprintf("agent stopped %s ago", age.Round(time.Second))}
 		h.State = event.HealthDown
+	case n.reg.State == node.StateStopped:
+		// A clean stop is most often a restart, and the node's servers
+		// outlive their agent: degraded, not down, until it has been gone
+		// as long as a silent node may be.
+		h.Reasons = []string{"agent stopped; its servers keep serving"}
+		h.State = event.HealthDegraded
 	case age > f.cfg.DownAfter:
 		h.Reasons = []string{fmt.Sprintf("no heartbeat for %s (grace %s)", age.Round(time.Second), f.cfg.DownAfter)}
 		h.State = event.HealthDown

@@ -45,9 +45,12 @@ func TestJudge(t *testing.T) {
 		{"heartbeat within the grace is not down", func(f *nodehealth.Fleet) {
 			f.Registration(reg(t0, node.StateRunning))
 		}, t0.Add(29 * time.Second), event.HealthDegraded, "agent lagging"},
-		{"a cleanly stopped agent is down at once", func(f *nodehealth.Fleet) {
+		{"a cleanly stopped agent (a restart, most often) is degraded: its servers keep serving", func(f *nodehealth.Fleet) {
 			f.Registration(reg(t0, node.StateStopped))
-		}, t0, event.HealthDown, "agent stopped"},
+		}, t0.Add(29 * time.Second), event.HealthDegraded, "agent stopped; its servers keep serving"},
+		{"an agent stopped beyond the grace is down", func(f *nodehealth.Fleet) {
+			f.Registration(reg(t0, node.StateStopped))
+		}, t0.Add(31 * time.Second), event.HealthDown, "agent stopped 31s ago"},
 		{"stats far behind: agent lagging", func(f *nodehealth.Fleet) {
 			f.Registration(reg(t0, node.StateRunning))
 			f.Host(host(t0.Add(-time.Minute), 10, 10), t0)
