@@ -146,9 +146,11 @@ func BenchmarkQuotaOvershoot(b *testing.B) {
 	}
 }
 
-// dialersFor returns a client per user on protocol p of srv: one Xray
-// client process for all of them (sing-shadowsocks in this process for
-// Shadowsocks-2022, whose Xray client hides the server's close).
+// dialersFor returns a real client per user on protocol p of srv, from
+// the links the registry hands out: one Xray client process for all of
+// them, except for Shadowsocks-2022, where Xray's client never passes the
+// server's closing of a connection on to its caller (so a cut could not
+// be seen): sing-shadowsocks' client in this process there.
 func (f *fleet) dialersFor(us []user.User, srv server.Server, p user.Protocol) []xraytest.DialFunc {
 	f.t.Helper()
 	var obs []xraytest.Outbound

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
@@ -26,29 +24,12 @@ import (
 var protocols = []user.Protocol{user.VLESSReality, user.Shadowsocks2022, user.SOCKS5, user.HTTP}
 
 // dialers returns a real client of user u per protocol on server srv,
-// from the links the registry hands out: Xray's own client, except for
-// Shadowsocks-2022, where Xray's client never passes the server's closing
-// of a connection on to its caller, so a cut could not be seen:
-// sing-shadowsocks' client there.
+// from the links the registry hands out (see dialersFor).
 func (f *fleet) dialers(u user.User, srv server.Server) map[user.Protocol]xraytest.DialFunc {
 	f.t.Helper()
-	links := f.links(u.ID, srv.ID)
 	out := map[user.Protocol]xraytest.DialFunc{}
 	for _, p := range protocols {
-		link, ok := links[p]
-		if !ok {
-			f.t.Fatalf("user %s has no %s link on %s", u.Name, p, srv.Name)
-		}
-		ob := outbound(f.t, link)
-		if ss, ok := ob.(xraytest.Shadowsocks2022); ok {
-			dial, err := xraytest.SS2022Dialer(ss.Method, ss.Password, net.JoinHostPort(ss.Host, strconv.Itoa(ss.Port)))
-			if err != nil {
-				f.t.Fatal(err)
-			}
-			out[p] = dial
-			continue
-		}
-		out[p] = xraytest.StartClient(f.t, xraytest.Binary(f.t), ob).DialContext
+		out[p] = f.dialersFor([]user.User{u}, srv, p)[0]
 	}
 	return out
 }
@@ -111,21 +92,17 @@ func waitCut(t *testing.T, ds map[user.Protocol]*xraytest.Download, since time.T
 }
 
 // nodeRecord reads the fleet node's record from the nodes bucket.
-func (f *fleet) nodeRecord() node.Node {
-	f.t.Helper()
+func (f *fleet) nodeRecord() (node.Node, error) {
 	var n node.Node
-	waitfor.Cond(f.t, 30*time.Second, func() error {
-		kv, err := f.js.KeyValue(f.ctx(), subject.BucketNodes)
-		if err != nil {
-			return err
-		}
-		e, err := kv.Get(f.ctx(), f.node)
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(e.Value(), &n)
-	})
-	return n
+	kv, err := f.js.KeyValue(f.ctx(), subject.BucketNodes)
+	if err != nil {
+		return n, err
+	}
+	e, err := kv.Get(f.ctx(), f.node)
+	if err != nil {
+		return n, err
+	}
+	return n, json.Unmarshal(e.Value(), &n)
 }
 
 // waitCapabilities waits until the node record lists every capability in
@@ -133,7 +110,10 @@ func (f *fleet) nodeRecord() node.Node {
 func (f *fleet) waitCapabilities(want ...string) {
 	f.t.Helper()
 	waitfor.Cond(f.t, 30*time.Second, func() error {
-		n := f.nodeRecord()
+		n, err := f.nodeRecord()
+		if err != nil {
+			return err
+		}
 		for _, c := range want {
 			if !slices.Contains(n.Capabilities, c) {
 				return fmt.Errorf("node capabilities %v lack %s", n.Capabilities, c)
@@ -366,7 +346,10 @@ func TestStockXrayIsDrivenAndReported(t *testing.T) {
 	f.startAgent()
 	srv := f.createServer("stock", xraytest.StartTLSDest(t, sni))
 	f.waitStatus(srv.ID, srv.Revision, server.StateApplied)
-	n := f.nodeRecord()
+	n, err := f.nodeRecord()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if slices.Contains(n.Capabilities, agent.CapCutSessions) || slices.Contains(n.Capabilities, agent.CapLiveUsage) {
 		t.Fatalf("a node on stock xray claims %v", n.Capabilities)
 	}

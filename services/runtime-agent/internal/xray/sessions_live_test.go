@@ -11,23 +11,11 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray/xraytest"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/waitfor"
 )
 
 // endless is a /stream path that outlasts any test: 4 GiB at 16 MB/s.
 const endless = "/stream?n=4294967296&rate=16000000"
-
-// waitFor polls cond every few milliseconds until it holds, failing the
-// test with what after limit.
-func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, limit)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // waitDone waits for a download to end, failing after limit.
 func waitDone(t testing.TB, d *xraytest.Download, limit time.Duration, what string) {
@@ -42,14 +30,15 @@ func waitDone(t testing.TB, d *xraytest.Download, limit time.Duration, what stri
 // waitSessions waits until Xray tracks n sessions of user id.
 func waitSessions(t testing.TB, api *xray.Client, id string, n int) {
 	t.Helper()
-	var last map[string]int
-	waitFor(t, 10*time.Second, fmt.Sprintf("%d sessions of %s (last %v)", n, id, last), func() bool {
+	waitfor.Cond(t, 10*time.Second, func() error {
 		got, err := api.Sessions(context.Background())
 		if err != nil {
-			t.Fatalf("Sessions: %v", err)
+			return err
 		}
-		last = got
-		return got[id] == n
+		if got[id] != n {
+			return fmt.Errorf("%d sessions of %s, want %d (all: %v)", got[id], id, n, got)
+		}
+		return nil
 	})
 }
 
@@ -80,7 +69,12 @@ func TestCutUsersEndsOnlyTheirSessions(t *testing.T) {
 			// 12 MB at 8 MB/s: still running when the other user is cut.
 			const otherBytes = 12_000_000
 			finite := xraytest.StartDownload(t, otherDial, target, fmt.Sprintf("/stream?n=%d&rate=8000000", otherBytes))
-			waitFor(t, 10*time.Second, "the download to start", func() bool { return long.Received() > 1<<20 })
+			waitfor.Cond(t, 10*time.Second, func() error {
+				if long.Received() <= 1<<20 {
+					return fmt.Errorf("the download is at %d bytes", long.Received())
+				}
+				return nil
+			})
 			waitSessions(t, s.api, cut.ID, 1)
 
 			// Counted while it flows: the counters grow before the
