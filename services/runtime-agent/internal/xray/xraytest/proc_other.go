@@ -4,6 +4,8 @@ package xraytest
 
 import "os/exec"
 
-// dieWithParent does nothing here: t.Cleanup still kills the process on
-// every normal end of a test.
-func dieWithParent(*exec.Cmd) {}
+// startDyingWithParent only starts cmd here: t.Cleanup still kills the
+// process on every normal end of a test.
+func startDyingWithParent(cmd *exec.Cmd) (wait func() error, err error) {
+	return cmd.Wait, cmd.Start()
+}

@@ -42,12 +42,12 @@ func Start(t testing.TB, bin string, config []byte, waitAddrs ...string) *Proces
 	p.cmd.Stderr = p.out
 	// Xray looks for geo data next to its binary or here; none is needed.
 	p.cmd.Env = append(os.Environ(), "XRAY_LOCATION_ASSET="+dir)
-	dieWithParent(p.cmd)
-	if err := p.cmd.Start(); err != nil {
+	wait, err := startDyingWithParent(p.cmd)
+	if err != nil {
 		t.Fatalf("starting xray: %v", err)
 	}
 	go func() {
-		p.err = p.cmd.Wait()
+		p.err = wait()
 		close(p.done)
 	}()
 	t.Cleanup(func() {
