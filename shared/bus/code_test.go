@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,5 +55,37 @@ func TestErrorCodeSurvivesTheWire(t *testing.T) {
 				t.Fatalf("fields %+v, want %s", fe, c.field)
 			}
 		})
+	}
+}
+
+// TestReplyOverMaxPayloadIsAnsweredWithItsCode: a reply larger than the
+// server's max_payload (1 MiB, a NATS cluster's default) cannot be sent;
+// the caller gets errs.CodeMessageTooLarge at once instead of a timeout
+// that reads as "the service is not answering".
+func TestReplyOverMaxPayloadIsAnsweredWithItsCode(t *testing.T) {
+	s := natstest.StartWith(t, natstest.Options{MaxPayload: natstest.DefaultMaxPayload})
+	nc := s.Conn()
+	ctx := ctxT(t)
+	h := bus.Endpoint(ctx, natstest.Logger(t), time.Second, func(ctx context.Context, r greetReq) (greetResp, error) {
+		if r.Name == "big" {
+			return greetResp{Greeting: strings.Repeat("x", natstest.DefaultMaxPayload)}, nil
+		}
+		return greetResp{Greeting: "hello " + r.Name}, nil
+	})
+	svc, err := bus.Serve(nc, micro.Config{Name: "sizer", Version: "0.0.1"}, 4, []bus.ServiceEndpoint{{Name: "greet", Subject: "test.greet", Handler: h}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = svc.Stop() }()
+
+	// A long timeout: the answer must come from the service, not from it.
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	_, err = bus.Request[greetResp](rctx, nc, "test.greet", greetReq{Name: "big"})
+	if !errors.Is(err, errs.Invalid) || errs.CodeOf(err) != errs.CodeMessageTooLarge {
+		t.Fatalf("err %v (code %q), want invalid with code %q", err, errs.CodeOf(err), errs.CodeMessageTooLarge)
+	}
+	if got, err := bus.Request[greetResp](rctx, nc, "test.greet", greetReq{Name: "small"}); err != nil || got.Greeting != "hello small" {
+		t.Fatalf("a small reply after a big one: %+v, %v", got, err)
 	}
 }

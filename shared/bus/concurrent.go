@@ -161,6 +161,9 @@ func (d *detached) Respond(data []byte, opts ...micro.RespondOpt) error {
 	return nil
 }
 
+// maxPayload is the largest message the connection may publish.
+func (d *detached) maxPayload() int64 { return d.nc.MaxPayload() }
+
 func (d *detached) RespondJSON(v any, opts ...micro.RespondOpt) error {
 	data, err := json.Marshal(v)
 	if err != nil {

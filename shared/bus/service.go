@@ -52,10 +52,29 @@ func Endpoint[Req, Resp any](base context.Context, log *slog.Logger, timeout tim
 			respondError(r, log, err)
 			return
 		}
-		if rerr := r.RespondJSON(resp); rerr != nil {
-			log.Warn("responding", logkey.Subject, r.Subject(), logkey.Err, rerr)
-		}
+		respond(r, log, resp)
 	})
+}
+
+// respond replies resp as JSON. A reply over the connection's max_payload
+// (a NATS cluster's default is 1 MiB) would never be sent, so the caller
+// is told so with errs.CodeMessageTooLarge instead of waiting out its
+// timeout. Requests handled by a Service know their connection's limit.
+func respond(r micro.Request, log *slog.Logger, resp any) {
+	data, err := json.Marshal(resp)
+	if err != nil {
+		respondError(r, log, errs.Wrap(errs.Internal, err, "encoding the reply"))
+		return
+	}
+	if l, ok := r.(interface{ maxPayload() int64 }); ok && int64(len(data)) > l.maxPayload() {
+		respondError(r, log, errs.WithCode(errs.New(errs.Invalid,
+			"the reply of %d bytes is over the bus's max_payload of %d bytes: ask for less (a smaller page)", len(data), l.maxPayload()),
+			errs.CodeMessageTooLarge))
+		return
+	}
+	if rerr := r.Respond(data); rerr != nil {
+		log.Warn("responding", logkey.Subject, r.Subject(), logkey.Err, rerr)
+	}
 }
 
 func respondError(r micro.Request, log *slog.Logger, err error) {

@@ -108,9 +108,10 @@ const (
 	// capability the request needs (a stock Xray cannot end open
 	// sessions); the rest of the request was done.
 	CodeUnsupported = "unsupported"
-	// CodeMessageTooLarge: a message to or from an engine's API (Xray's
-	// gRPC) is over the size its receiver accepts; the error names both.
-	// Retrying does not help: the work must be split or the limit raised.
+	// CodeMessageTooLarge: a message is over the size its receiver
+	// accepts (an engine's API, such as Xray's gRPC, or a reply over the
+	// bus's max_payload); the error says how large it was. Retrying does not
+	// help: the work must be split (a smaller page) or the limit raised.
 	CodeMessageTooLarge = "message_too_large"
 )
 

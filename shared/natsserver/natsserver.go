@@ -85,9 +85,11 @@ type TLSFiles struct {
 }
 
 // EmbeddedMaxPayload is vpnd's max_payload. Import files no longer need
-// it (they travel through the job inputs object store in chunks), but a
-// page of up to 1,000 users with 1 KiB notes each (vpn.users.list with
-// limit 1000) can still be larger than NATS's default 1 MiB.
+// it (they travel through the job inputs object store in chunks) and
+// pages of users are cut to what fits in one reply, so the product runs
+// on a cluster's default 1 MiB (the gateway tests run on it); the headroom
+// is kept for replies not yet cut by size, which answer
+// message_too_large past a server's limit instead of never arriving.
 const EmbeddedMaxPayload = 8 << 20
 
 // Server is a running embedded NATS server.

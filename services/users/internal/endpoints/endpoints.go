@@ -39,13 +39,20 @@ type Service = bus.Service
 type handlers struct {
 	reg *registry.Registry
 	idx *index.Index
+	// pageBytes bounds a page of users: the connection's max_payload less
+	// room for the reply's envelope, so a page always fits in one reply.
+	pageBytes int
 }
+
+// replyEnvelope is what a list reply carries besides its users: the
+// brackets and the next cursor.
+const replyEnvelope = 4 << 10
 
 // Serve registers the users micro service on nc. Handlers run under base
 // (the service's run context) with timeout each. The caller stops the
 // returned service.
 func Serve(base context.Context, nc *nats.Conn, log *slog.Logger, reg *registry.Registry, idx *index.Index, timeout time.Duration) (*Service, error) {
-	h := handlers{reg: reg, idx: idx}
+	h := handlers{reg: reg, idx: idx, pageBytes: int(nc.MaxPayload()) - replyEnvelope}
 	return serve(nc, micro.Config{
 		Name:        "users",
 		Version:     Version,
@@ -96,9 +103,12 @@ func (h handlers) get(ctx context.Context, req user.GetRequest) (user.User, erro
 
 // list and count resolve a node filter to that node's groups here, in the
 // service that owns placement, as the job planner does.
-func (h handlers) list(ctx context.Context, req user.ListRequest) (user.ListResponse, error) {
+// A page holds at most req.Limit users and at most what fits in one reply
+// (a cluster's default max_payload is 1 MiB, and 1,000 users with long
+// notes weigh more): a page cut short has a next cursor like a full one.
+func (h handlers) list(ctx context.Context, req user.ListRequest) (index.EncodedPage, error) {
 	req.NodeGroups = h.reg.NodeGroups(ctx, req.Node)
-	return h.idx.List(req)
+	return h.idx.ListEncoded(req, h.pageBytes)
 }
 
 func (h handlers) count(ctx context.Context, f user.Filter) (user.CountResponse, error) {

@@ -311,6 +311,52 @@ func decodeCursor(s, sort string) (cursor, error) {
 
 // List returns one page of users passing req.Filter in req.Sort order.
 func (x *Index) List(req user.ListRequest) (user.ListResponse, error) {
+	resp := user.ListResponse{Users: []user.User{}}
+	next, err := x.walk(req, func(u *user.User) bool {
+		resp.Users = append(resp.Users, *u)
+		return true
+	})
+	resp.NextCursor = next
+	return resp, err
+}
+
+// EncodedPage is a page of users already encoded, the wire form of
+// user.ListResponse.
+type EncodedPage struct {
+	Users      []json.RawMessage `json:"users"`
+	NextCursor string            `json:"next_cursor,omitempty"`
+}
+
+// ListEncoded is List with the page also cut at maxBytes of encoded users
+// (at least one user), so that it fits in one bus message whatever the
+// users' notes weigh: a cut page has a NextCursor like a full one.
+func (x *Index) ListEncoded(req user.ListRequest, maxBytes int) (EncodedPage, error) {
+	page := EncodedPage{Users: []json.RawMessage{}}
+	size := 0
+	var failed error
+	next, err := x.walk(req, func(u *user.User) bool {
+		data, err := json.Marshal(u)
+		if err != nil {
+			failed = err
+			return false
+		}
+		if size += len(data) + 1; size > maxBytes && len(page.Users) > 0 {
+			return false
+		}
+		page.Users = append(page.Users, data)
+		return true
+	})
+	if failed != nil {
+		return EncodedPage{}, errs.Wrap(errs.Internal, failed, "encoding a user")
+	}
+	page.NextCursor = next
+	return page, err
+}
+
+// walk visits the users of one page of req in order, handing each to
+// take until the page's limit or until take refuses one, and returns the
+// cursor of the page after it ("" on the last page).
+func (x *Index) walk(req user.ListRequest, take func(*user.User) bool) (string, error) {
 	sort := req.Sort
 	if sort == "" {
 		sort = user.SortName
@@ -332,20 +378,20 @@ func (x *Index) List(req user.ListRequest) (user.ListResponse, error) {
 		fe = append(fe, errs.FieldError{Field: "status", Rule: "must be active, disabled, limited, expired or on_hold"})
 	}
 	if err := errs.Fields(fe...); err != nil {
-		return user.ListResponse{}, err
+		return "", err
 	}
 	var pivot *entry
 	if req.Cursor != "" {
 		c, err := decodeCursor(req.Cursor, sort)
 		if err != nil {
-			return user.ListResponse{}, err
+			return "", err
 		}
 		pivot = &entry{u: &user.User{ID: c.ID}, lname: c.Name, created: c.Created}
 	}
 	select {
 	case <-x.ready:
 	default:
-		return user.ListResponse{}, errs.Wrap(errs.Unavailable, ErrNotReady, "listing users")
+		return "", errs.Wrap(errs.Unavailable, ErrNotReady, "listing users")
 	}
 	lprefix := strings.ToLower(req.NamePrefix)
 
@@ -355,7 +401,7 @@ func (x *Index) List(req user.ListRequest) (user.ListResponse, error) {
 	if field == user.SortCreatedAt {
 		tree, less = x.byCreated, byCreated
 	}
-	out := make([]user.User, 0, min(limit, len(x.byID)))
+	n := 0
 	var last *entry
 	more := false
 	visit := func(e *entry) bool {
@@ -368,11 +414,11 @@ func (x *Index) List(req user.ListRequest) (user.ListResponse, error) {
 		if !Match(e.u, req.Filter, lprefix) {
 			return true
 		}
-		if len(out) == limit {
+		if n == limit || !take(e.u) {
 			more = true
 			return false
 		}
-		out = append(out, *e.u)
+		n++
 		last = e
 		return true
 	}
@@ -388,11 +434,10 @@ func (x *Index) List(req user.ListRequest) (user.ListResponse, error) {
 	default:
 		tree.DescendLessOrEqual(pivot, visit)
 	}
-	resp := user.ListResponse{Users: out}
 	if more && last != nil {
-		resp.NextCursor = encodeCursor(cursor{Sort: sort, Name: last.lname, Created: last.created, ID: last.u.ID})
+		return encodeCursor(cursor{Sort: sort, Name: last.lname, Created: last.created, ID: last.u.ID}), nil
 	}
-	return resp, nil
+	return "", nil
 }
 
 func isStatus(s user.Status) bool {
