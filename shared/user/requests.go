@@ -155,6 +155,9 @@ const (
 	FormatBase64  = "base64"
 	FormatClash   = "clash"
 	FormatSingBox = "sing-box"
+	// FormatOutline is the JSON Outline clients fetch for a dynamic
+	// access key (ssconf://): the user's first Outline server.
+	FormatOutline = "outline"
 )
 
 // SubscriptionRequest asks for a user's subscription body in Format

@@ -7,6 +7,7 @@
 package user
 
 import (
+	"maps"
 	"slices"
 	"time"
 )
@@ -49,7 +50,9 @@ const (
 	HTTP            Protocol = "http"
 )
 
-// Protocols lists every protocol, in a stable order.
+// Protocols lists the protocols a new user gets when its create names
+// none, in a stable order. Every protocol, these and those a user must ask
+// for, is listed by shared/protocol.
 var Protocols = []Protocol{VLESSReality, Shadowsocks2022, SOCKS5, HTTP}
 
 // FlowVision is the VLESS flow REALITY clients use (XTLS Vision).
@@ -150,6 +153,50 @@ type Credentials struct {
 	Shadowsocks *Shadowsocks `json:"shadowsocks,omitempty"`
 	SOCKS5      *Proxy       `json:"socks5,omitempty"`
 	HTTP        *Proxy       `json:"http,omitempty"`
+	// Keys holds the credentials of the protocols added on the protocol
+	// seam (shared/protocol) after the four above, by protocol name;
+	// what a Key's fields hold is that protocol's to say. Read and
+	// change it with Key, SetKey and DropKey, which never change a map
+	// another copy of the credentials shares.
+	Keys map[Protocol]Key `json:"keys,omitempty"`
+}
+
+// Key is one protocol's credential in Credentials.Keys.
+type Key struct {
+	// Password is a shared secret (outline: the Shadowsocks password).
+	Password string `json:"password,omitempty"`
+	// PrivateKey and PublicKey are a key pair; Address an address
+	// allocated to the user.
+	PrivateKey string `json:"private_key,omitempty"`
+	PublicKey  string `json:"public_key,omitempty"`
+	Address    string `json:"address,omitempty"`
+}
+
+// Key returns the credential of protocol p kept in Keys.
+func (c Credentials) Key(p Protocol) (Key, bool) {
+	k, ok := c.Keys[p]
+	return k, ok
+}
+
+// SetKey sets the credential of protocol p in a copy of Keys.
+func (c *Credentials) SetKey(p Protocol, k Key) {
+	keys := make(map[Protocol]Key, len(c.Keys)+1)
+	maps.Copy(keys, c.Keys)
+	keys[p] = k
+	c.Keys = keys
+}
+
+// DropKey removes the credential of protocol p from a copy of Keys.
+func (c *Credentials) DropKey(p Protocol) {
+	if _, ok := c.Keys[p]; !ok {
+		return
+	}
+	keys := maps.Clone(c.Keys)
+	delete(keys, p)
+	if len(keys) == 0 {
+		keys = nil
+	}
+	c.Keys = keys
 }
 
 // VLESS is a VLESS+REALITY credential.

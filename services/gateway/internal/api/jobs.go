@@ -23,6 +23,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/job"
 	"github.com/vpnfleet/vpnfleet/shared/jobinput"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
@@ -288,8 +289,8 @@ func checkFilter(f *job.Filter) []errs.FieldError {
 	if f.Status != "" && !slices.Contains(user.Statuses, f.Status) {
 		fe = append(fe, errs.FieldError{Field: "filter.status", Rule: "must be one of " + strings.Join(enum(user.Statuses), ", ")})
 	}
-	if f.Protocol != "" && !slices.Contains(user.Protocols, f.Protocol) {
-		fe = append(fe, errs.FieldError{Field: "filter.protocol", Rule: "must be one of " + strings.Join(enum(user.Protocols), ", ")})
+	if f.Protocol != "" && !protocol.Known(f.Protocol) {
+		fe = append(fe, errs.FieldError{Field: "filter.protocol", Rule: "must be one of " + strings.Join(enum(protocol.Names()), ", ")})
 	}
 	if f.Node != "" && !subject.ValidToken(f.Node) {
 		fe = append(fe, errs.FieldError{Field: "filter.node", Rule: "must be a node id"})

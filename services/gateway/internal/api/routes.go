@@ -8,6 +8,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/job"
 	"github.com/vpnfleet/vpnfleet/shared/node"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
@@ -27,7 +28,7 @@ func (s *Server) table() []Route {
 	const v1 = "/api/v1"
 	usersQuery := []openapi.Param{
 		{Name: "status", Description: "only users in this status", Enum: enum(user.Statuses)},
-		{Name: "protocol", Description: "only users with this protocol", Enum: enum(user.Protocols)},
+		{Name: "protocol", Description: "only users with this protocol", Enum: enum(protocol.Names())},
 		{Name: "name_prefix", Description: "only users whose name starts with this"},
 		{Name: "node", Description: "only users served by this node"},
 		{Name: "sort", Description: "order of the page", Enum: []string{"name", "-name", "created_at", "-created_at"}},
@@ -71,7 +72,7 @@ func (s *Server) table() []Route {
 		{Operation: withResp(op("POST", v1+"/users/{user}/sessions/cut", "users.cut_sessions", "users", "end the connections a user has open on every node that is up, without changing the user (a node that is down or a user without connections is a no-op)"), CutSessionsResponse{}), Need: auth.Operator, h: s.cutSessions},
 		{Operation: withQuery(withResp(op("GET", v1+"/users/{user}/links", "users.links", "users", "a user's client links on healthy nodes"), user.LinksResponse{}), healthyQuery), Need: auth.Operator, h: s.links},
 		{Operation: withQuery(withType(op("GET", v1+"/users/{user}/qr", "users.qr", "users", "a QR code of one of a user's links: PNG, or text with Accept: text/plain"), "image/png"),
-			[]openapi.Param{{Name: "server", Description: "server id of the link (default: the first link)"}, {Name: "protocol", Enum: enum(user.Protocols)}, {Name: "size", Type: "integer", Description: "PNG width, 64-1024"}, {Name: "format", Enum: []string{"png", "text"}}}),
+			[]openapi.Param{{Name: "server", Description: "server id of the link (default: the first link)"}, {Name: "protocol", Enum: enum(protocol.Names())}, {Name: "size", Type: "integer", Description: "PNG width, 64-1024"}, {Name: "format", Enum: []string{"png", "text"}}}),
 			Need: auth.Operator, h: s.qr},
 		{Operation: withQuery(withResp(op("GET", v1+"/users/{user}/usage", "users.usage", "users", "a user's traffic history from the health service"), event.UsageReply{}), rangeQuery), Need: auth.Viewer, h: s.userUsage},
 		{Operation: withResp(op("GET", v1+"/users/{user}/subscription", "users.subscription", "users", "a user's subscription URL (made on first use)"), Subscription{}), Need: auth.Operator, h: s.userSubscription},

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -16,9 +15,9 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/problem"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/node"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
-	"github.com/vpnfleet/vpnfleet/shared/user"
 )
 
 // UpdateServerRequest is the body of PATCH /api/v1/servers/{server_id}.
@@ -54,8 +53,8 @@ func checkInbounds(fe []errs.FieldError, ins []server.InboundRequest) []errs.Fie
 	}
 	for i, in := range ins {
 		f := func(name string) string { return fmt.Sprintf("inbounds[%d].%s", i, name) }
-		if !slices.Contains(user.Protocols, in.Protocol) {
-			fe = append(fe, errs.FieldError{Field: f("protocol"), Rule: "must be one of " + strings.Join(enum(user.Protocols), ", ")})
+		if !protocol.Known(in.Protocol) {
+			fe = append(fe, errs.FieldError{Field: f("protocol"), Rule: "must be one of " + strings.Join(enum(protocol.Names()), ", ")})
 		}
 		if in.Port < 1 || in.Port > 65535 {
 			fe = append(fe, errs.FieldError{Field: f("port"), Rule: "must be 1-65535"})

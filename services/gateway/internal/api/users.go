@@ -12,6 +12,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/auth"
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/problem"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
@@ -116,8 +117,8 @@ func ValidateUpdate(req UpdateUserRequest) error {
 
 func checkProtocols(fe []errs.FieldError, ps []user.Protocol) []errs.FieldError {
 	for _, p := range ps {
-		if !slices.Contains(user.Protocols, p) {
-			return append(fe, errs.FieldError{Field: "protocols", Rule: "each must be one of " + strings.Join(enum(user.Protocols), ", ")})
+		if !protocol.Known(p) {
+			return append(fe, errs.FieldError{Field: "protocols", Rule: "each must be one of " + strings.Join(enum(protocol.Names()), ", ")})
 		}
 	}
 	return fe
@@ -129,7 +130,7 @@ func ListQuery(q url.Values) (user.ListRequest, error) {
 	req := user.ListRequest{
 		Filter: user.Filter{
 			Status:     queryEnum(q, "status", user.Statuses, &fe),
-			Protocol:   queryEnum(q, "protocol", user.Protocols, &fe),
+			Protocol:   queryEnum(q, "protocol", protocol.Names(), &fe),
 			NamePrefix: q.Get("name_prefix"),
 			Node:       q.Get("node"),
 		},
@@ -360,7 +361,7 @@ func (s *Server) links(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) qr(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	var fe []errs.FieldError
-	proto := queryEnum(q, "protocol", user.Protocols, &fe)
+	proto := queryEnum(q, "protocol", protocol.Names(), &fe)
 	size := queryInt(q, "size", 64, 1024, 256, &fe)
 	format := queryEnum(q, "format", []string{"png", "text"}, &fe)
 	srv := q.Get("server")

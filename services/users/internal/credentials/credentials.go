@@ -1,6 +1,6 @@
-// Package credentials generates users' secrets from crypto/rand: VLESS
-// UUIDs, Shadowsocks-2022 user keys of the method's length, and proxy
-// passwords.
+// Package credentials generates users' secrets from crypto/rand, one file
+// per protocol of shared/protocol: VLESS UUIDs, Shadowsocks-2022 user keys
+// of the method's length, proxy passwords and Outline passwords.
 package credentials
 
 import (
@@ -8,9 +8,8 @@ import (
 	"encoding/base64"
 	"fmt"
 
-	"github.com/google/uuid"
-
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
 
@@ -25,69 +24,40 @@ const passwordAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 // PasswordLen is the length of proxy passwords (about 143 bits).
 const PasswordLen = 24
 
+// Options are what generating a protocol's credentials may depend on.
+type Options struct {
+	// UserID is the proxy user name (agents use a user's id as its name
+	// on SOCKS5 and HTTP inbounds).
+	UserID string
+	// SSMethod is the Shadowsocks-2022 method the key is made for (empty:
+	// DefaultMethod).
+	SSMethod string
+}
+
+// generators makes each protocol's credentials, one file per protocol;
+// a test checks that every protocol of shared/protocol has one.
+var generators = map[user.Protocol]func(creds *user.Credentials, o Options) error{}
+
 // Generate fills creds with new secrets for each protocol in protos,
 // leaving the others as they are. userID is the proxy user name (agents
 // use a user's id as its name on SOCKS5 and HTTP inbounds); ssMethod is
 // the Shadowsocks-2022 method the key is made for (empty: DefaultMethod).
 func Generate(creds *user.Credentials, userID, ssMethod string, protos []user.Protocol) error {
+	o := Options{UserID: userID, SSMethod: ssMethod}
 	for _, p := range protos {
-		switch p {
-		case user.VLESSReality:
-			id, err := uuid.NewRandomFromReader(rand.Reader)
-			if err != nil {
-				return fmt.Errorf("generating vless uuid: %w", err)
-			}
-			creds.VLESS = &user.VLESS{UUID: id.String(), Flow: user.FlowVision}
-		case user.Shadowsocks2022:
-			if ssMethod == "" {
-				ssMethod = DefaultMethod
-			}
-			key, err := SS2022Key(ssMethod)
-			if err != nil {
-				return err
-			}
-			creds.Shadowsocks = &user.Shadowsocks{Method: ssMethod, Key: key}
-		case user.SOCKS5, user.HTTP:
-			pw, err := Password()
-			if err != nil {
-				return err
-			}
-			acct := &user.Proxy{Username: userID, Password: pw}
-			if p == user.SOCKS5 {
-				creds.SOCKS5 = acct
-			} else {
-				creds.HTTP = acct
-			}
-		default:
+		gen, ok := generators[p]
+		if !ok {
 			return errs.Field("protocols", fmt.Sprintf("unknown protocol %q", p))
+		}
+		if err := gen(creds, o); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
 // Drop removes the credentials of protocols the user no longer has.
-func Drop(creds *user.Credentials, keep []user.Protocol) {
-	has := func(p user.Protocol) bool {
-		for _, k := range keep {
-			if k == p {
-				return true
-			}
-		}
-		return false
-	}
-	if !has(user.VLESSReality) {
-		creds.VLESS = nil
-	}
-	if !has(user.Shadowsocks2022) {
-		creds.Shadowsocks = nil
-	}
-	if !has(user.SOCKS5) {
-		creds.SOCKS5 = nil
-	}
-	if !has(user.HTTP) {
-		creds.HTTP = nil
-	}
-}
+func Drop(creds *user.Credentials, keep []user.Protocol) { protocol.Clear(creds, keep) }
 
 // SS2022Key returns a random key of the method's length in standard base64.
 func SS2022Key(method string) (string, error) {

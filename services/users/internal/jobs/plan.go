@@ -12,6 +12,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/users/internal/registry"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/job"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
@@ -234,8 +235,8 @@ func planFilter(req job.CreateRequest, idx *index.Index, nodeGroups []string, no
 	if f.Status != "" && !slices.Contains(user.Statuses, f.Status) {
 		add("filter.status", "must be active, disabled, limited, expired or on_hold")
 	}
-	if f.Protocol != "" && !slices.Contains(user.Protocols, f.Protocol) {
-		add("filter.protocol", "must be vless-reality, shadowsocks-2022, socks5 or http")
+	if f.Protocol != "" && !protocol.Known(f.Protocol) {
+		add("filter.protocol", "must be one of "+protocol.List())
 	}
 	if f.Node != "" && !subject.ValidToken(f.Node) {
 		add("filter.node", "must be a node id")
@@ -263,7 +264,7 @@ func planFilter(req job.CreateRequest, idx *index.Index, nodeGroups []string, no
 		}
 	case job.KindRotate:
 		for _, p := range req.Protocols {
-			if !slices.Contains(user.Protocols, p) {
+			if !protocol.Known(p) {
 				add("protocols", fmt.Sprintf("unknown protocol %q", p))
 			}
 		}

@@ -427,5 +427,7 @@ func cloneCreds(c user.Credentials) user.Credentials {
 		h := *c.HTTP
 		out.HTTP = &h
 	}
+	// SetKey copies the map before it writes: sharing it is safe.
+	out.Keys = c.Keys
 	return out
 }

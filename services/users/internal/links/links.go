@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
@@ -56,41 +57,15 @@ type Params struct {
 
 // Build renders p as a URL.
 func Build(p Params) string {
-	hostport := net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
+	k, ok := kinds[p.Protocol]
+	if !ok {
+		return ""
+	}
 	frag := ""
 	if p.Name != "" {
 		frag = "#" + escape(p.Name)
 	}
-	switch p.Protocol {
-	case user.VLESSReality:
-		q := url.Values{}
-		q.Set("type", "tcp")
-		q.Set("security", "reality")
-		q.Set("encryption", "none")
-		q.Set("flow", p.Flow)
-		q.Set("sni", p.SNI)
-		q.Set("pbk", p.PublicKey)
-		q.Set("sid", p.ShortID)
-		q.Set("fp", p.Fingerprint)
-		// A fixed order reads better than url.Values' sorted one.
-		var b strings.Builder
-		for i, k := range []string{"type", "security", "encryption", "flow", "sni", "pbk", "sid", "fp"} {
-			if i > 0 {
-				b.WriteByte('&')
-			}
-			b.WriteString(k + "=" + escape(q.Get(k)))
-		}
-		return "vless://" + escape(p.UUID) + "@" + hostport + "?" + b.String() + frag
-	case user.Shadowsocks2022:
-		// SIP002 for 2022 methods: userinfo is method:password
-		// percent-encoded, not base64.
-		return "ss://" + escape(p.Method) + ":" + escape(p.Password) + "@" + hostport + frag
-	case user.SOCKS5:
-		return "socks5://" + escape(p.Username) + ":" + escape(p.Password) + "@" + hostport + frag
-	case user.HTTP:
-		return "http://" + escape(p.Username) + ":" + escape(p.Password) + "@" + hostport + frag
-	}
-	return ""
+	return k.build(p, net.JoinHostPort(p.Host, strconv.Itoa(p.Port)), frag)
 }
 
 // escape percent-encodes everything but RFC 3986 unreserved characters, so
@@ -114,32 +89,21 @@ func Parse(link string) (Params, error) {
 	if u.User == nil {
 		return Params{}, errs.New(errs.Invalid, "link %s: no user info", u.Scheme)
 	}
-	pass, _ := u.User.Password()
-	switch u.Scheme {
-	case "vless":
-		q := u.Query()
-		if q.Get("security") != "reality" {
-			return Params{}, fmt.Errorf("vless link with security %q: %w", q.Get("security"), ErrUnsupported)
+	for _, proto := range protocol.Names() {
+		k := kinds[proto]
+		if k.scheme != u.Scheme {
+			continue
 		}
-		p.Protocol = user.VLESSReality
-		p.UUID = u.User.Username()
-		p.Flow, p.SNI, p.PublicKey, p.ShortID, p.Fingerprint = q.Get("flow"), q.Get("sni"), q.Get("pbk"), q.Get("sid"), q.Get("fp")
-	case "ss":
-		if _, ok := u.User.Password(); !ok {
-			return Params{}, fmt.Errorf("ss link without method:password (base64 userinfo): %w", ErrUnsupported)
+		p.Protocol = proto
+		if err := k.parse(u, &p); err != nil {
+			if errors.Is(err, errNotMine) {
+				continue
+			}
+			return Params{}, err
 		}
-		p.Protocol = user.Shadowsocks2022
-		p.Method, p.Password = u.User.Username(), pass
-	case "socks5", "http":
-		p.Protocol = user.SOCKS5
-		if u.Scheme == "http" {
-			p.Protocol = user.HTTP
-		}
-		p.Username, p.Password = u.User.Username(), pass
-	default:
-		return Params{}, fmt.Errorf("scheme %q: %w", u.Scheme, ErrUnsupported)
+		return p, nil
 	}
-	return p, nil
+	return Params{}, fmt.Errorf("scheme %q: %w", u.Scheme, ErrUnsupported)
 }
 
 // Healthy is a set of node ids; a nil Healthy means every node.
@@ -220,52 +184,9 @@ func params(u user.User, s server.Server, in server.Inbound) (Params, string) {
 	if in.Port < 1 || in.Port > 65535 {
 		return p, "inbound has no valid port"
 	}
-	c := u.Credentials
-	switch in.Protocol {
-	case user.VLESSReality:
-		r := in.Reality
-		switch {
-		case c.VLESS == nil:
-			return p, "user has no vless credentials"
-		case r == nil || r.PublicKey == "" || len(r.ServerNames) == 0:
-			return p, "inbound has no reality public key or server name"
-		}
-		p.UUID, p.Flow = c.VLESS.UUID, c.VLESS.Flow
-		p.SNI, p.PublicKey = r.ServerNames[0], r.PublicKey
-		if len(r.ShortIDs) > 0 {
-			p.ShortID = r.ShortIDs[0]
-		}
-		p.Fingerprint = r.Fingerprint
-		if p.Fingerprint == "" {
-			p.Fingerprint = DefaultFingerprint
-		}
-	case user.Shadowsocks2022:
-		ss := in.Shadowsocks
-		switch {
-		case c.Shadowsocks == nil:
-			return p, "user has no shadowsocks credentials"
-		case ss == nil || ss.ServerKey == "":
-			return p, "inbound has no shadowsocks method or server key"
-		case ss.Method == user.SS2022ChaCha20Poly1305:
-			return p, "inbound method " + ss.Method + " does not support several users"
-		}
-		want, ok := user.SS2022KeyLen(ss.Method)
-		have, _ := user.SS2022KeyLen(c.Shadowsocks.Method)
-		if !ok || want != have {
-			return p, fmt.Sprintf("user key is for %s, inbound uses %s", c.Shadowsocks.Method, ss.Method)
-		}
-		p.Method, p.Password = ss.Method, ss.ServerKey+":"+c.Shadowsocks.Key
-	case user.SOCKS5, user.HTTP:
-		acct := c.SOCKS5
-		if in.Protocol == user.HTTP {
-			acct = c.HTTP
-		}
-		if acct == nil {
-			return p, "user has no " + string(in.Protocol) + " credentials"
-		}
-		p.Username, p.Password = acct.Username, acct.Password
-	default:
+	k, ok := kinds[in.Protocol]
+	if !ok {
 		return p, "unknown protocol"
 	}
-	return p, ""
+	return p, k.params(u.Credentials, in, &p)
 }

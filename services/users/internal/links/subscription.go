@@ -32,8 +32,11 @@ func Subscription(links []user.Link, format string) (body, contentType string, e
 	case user.FormatSingBox:
 		b, err := SingBox(links)
 		return string(b), ContentTypeSingBox, err
+	case user.FormatOutline:
+		b, err := Outline(links)
+		return b, ContentTypeOutline, err
 	}
-	return "", "", errs.Field("format", "must be base64, clash or sing-box")
+	return "", "", errs.Field("format", "must be base64, clash, sing-box or outline")
 }
 
 // Base64 is the classic subscription body: standard base64 of the links
@@ -98,20 +101,8 @@ func Clash(links []user.Link) ([]byte, error) {
 	names := make([]string, 0, len(ps))
 	for _, p := range ps {
 		c := ClashProxy{Name: p.Name, Server: p.Host, Port: p.Port}
-		switch p.Protocol {
-		case user.VLESSReality:
-			c.Type, c.UDP, c.UUID, c.Network, c.TLS, c.Flow, c.SNI, c.Fingerprint = "vless", true, p.UUID, "tcp", true, p.Flow, p.SNI, p.Fingerprint
-			c.Reality = &struct {
-				PublicKey string `yaml:"public-key"`
-				ShortID   string `yaml:"short-id"`
-			}{p.PublicKey, p.ShortID}
-		case user.Shadowsocks2022:
-			c.Type, c.UDP, c.Cipher, c.Password = "ss", true, p.Method, p.Password
-		case user.SOCKS5:
-			// The agent's SOCKS inbound refuses UDP ASSOCIATE, so no udp here.
-			c.Type, c.Username, c.Password = "socks5", p.Username, p.Password
-		case user.HTTP:
-			c.Type, c.Username, c.Password = "http", p.Username, p.Password
+		if k, ok := kinds[p.Protocol]; ok {
+			k.clash(p, &c)
 		}
 		proxies = append(proxies, c)
 		names = append(names, p.Name)
@@ -190,19 +181,8 @@ func SingBox(links []user.Link) ([]byte, error) {
 			tag += " (server)"
 		}
 		o := SingBoxOutbound{Tag: tag, Server: p.Host, ServerPort: p.Port}
-		switch p.Protocol {
-		case user.VLESSReality:
-			o.Type, o.UUID, o.Flow = "vless", p.UUID, p.Flow
-			t := &SingBoxTLS{Enabled: true, ServerName: p.SNI}
-			t.UTLS.Enabled, t.UTLS.Fingerprint = true, p.Fingerprint
-			t.Reality.Enabled, t.Reality.PublicKey, t.Reality.ShortID = true, p.PublicKey, p.ShortID
-			o.TLS = t
-		case user.Shadowsocks2022:
-			o.Type, o.Method, o.Password = "shadowsocks", p.Method, p.Password
-		case user.SOCKS5:
-			o.Type, o.Version, o.Username, o.Password = "socks", "5", p.Username, p.Password
-		case user.HTTP:
-			o.Type, o.Username, o.Password = "http", p.Username, p.Password
+		if k, ok := kinds[p.Protocol]; ok {
+			k.singBox(p, &o)
 		}
 		outs = append(outs, o)
 		tags = append(tags, tag)

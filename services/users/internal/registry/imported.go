@@ -10,6 +10,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/users/internal/credentials"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
 
@@ -148,6 +149,18 @@ func checkCredentials(fe *fields, u *user.User) {
 			fe.add(p.field, fmt.Sprintf("must be 1-%d printable ASCII characters", maxProxyPassword))
 		}
 	}
+	// Keys of protocols this release does not know are dropped; an
+	// Outline password follows the proxy passwords' rule.
+	for p, k := range c.Keys {
+		switch {
+		case !protocol.Known(p):
+			c.DropKey(p)
+		case p == protocol.Outline && k.Password == "":
+			c.DropKey(p)
+		case p == protocol.Outline && (len(k.Password) > maxProxyPassword || !printable(k.Password)):
+			fe.add("credentials.keys.outline.password", fmt.Sprintf("must be 1-%d printable ASCII characters", maxProxyPassword))
+		}
+	}
 }
 
 func printable(s string) bool {
@@ -164,11 +177,8 @@ func missingCredentials(u user.User) []user.Protocol {
 	var out []user.Protocol
 	c := u.Credentials
 	for _, p := range u.Protocols {
-		switch {
-		case p == user.VLESSReality && c.VLESS == nil,
-			p == user.Shadowsocks2022 && (c.Shadowsocks == nil || c.Shadowsocks.Key == ""),
-			p == user.SOCKS5 && c.SOCKS5 == nil,
-			p == user.HTTP && c.HTTP == nil:
+		d, ok := protocol.Get(p)
+		if !ok || !d.Has(c) || p == user.Shadowsocks2022 && c.Shadowsocks.Key == "" {
 			out = append(out, p)
 		}
 	}

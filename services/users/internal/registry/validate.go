@@ -13,6 +13,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/users/internal/credentials"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
@@ -123,18 +124,18 @@ func checkNote(fe *fields, note string) {
 // canonical order.
 func normProtocols(fe *fields, ps []user.Protocol) []user.Protocol {
 	if len(ps) == 0 {
-		fe.add("protocols", "must list at least one of vless-reality, shadowsocks-2022, socks5, http")
+		fe.add("protocols", "must list at least one of "+protocol.List())
 		return nil
 	}
 	var out []user.Protocol
-	for _, known := range user.Protocols {
+	for _, known := range protocol.Names() {
 		if slices.Contains(ps, known) {
 			out = append(out, known)
 		}
 	}
 	for _, p := range ps {
-		if !slices.Contains(user.Protocols, p) {
-			fe.add("protocols", fmt.Sprintf("unknown protocol %q (want vless-reality, shadowsocks-2022, socks5 or http)", truncate(string(p))))
+		if !protocol.Known(p) {
+			fe.add("protocols", fmt.Sprintf("unknown protocol %q (want one of %s)", truncate(string(p)), protocol.List()))
 			return nil
 		}
 	}

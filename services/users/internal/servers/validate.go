@@ -13,11 +13,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/vpnfleet/vpnfleet/services/users/internal/credentials"
-	"github.com/vpnfleet/vpnfleet/services/users/internal/serverkeys"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
-	"github.com/vpnfleet/vpnfleet/shared/user"
 )
 
 // Rules, as reported in field errors.
@@ -33,7 +32,6 @@ const (
 	ShortIDRule    = "must be hex of even length, at most 16 digits"
 	ChaChaRule     = "2022-blake3-chacha20-poly1305 cannot serve several users in Xray, and every server here is multi-user; use 2022-blake3-aes-128-gcm or 2022-blake3-aes-256-gcm"
 	MethodRule     = "must be 2022-blake3-aes-128-gcm or 2022-blake3-aes-256-gcm"
-	ProtocolRule   = "must be vless-reality, shadowsocks-2022, socks5 or http"
 )
 
 // Limits on list input.
@@ -225,9 +223,9 @@ func normInbounds(fe *fields, reqs []server.InboundRequest) []server.InboundRequ
 }
 
 func normInbound(fe *fields, p string, in server.InboundRequest) server.InboundRequest {
-	known := slices.Contains(user.Protocols, in.Protocol)
+	d, known := protocol.Get(in.Protocol)
 	if !known {
-		fe.add(p+".protocol", ProtocolRule)
+		fe.add(p+".protocol", "must be one of "+protocol.List())
 	}
 	if in.Tag == "" && known {
 		in.Tag = string(in.Protocol)
@@ -246,100 +244,13 @@ func normInbound(fe *fields, p string, in server.InboundRequest) server.InboundR
 			fe.add(p+".listen", ListenRule)
 		}
 	}
-	only := func(field string, set bool, proto user.Protocol) {
-		if set && known && in.Protocol != proto {
-			fe.add(p+"."+field, "is only for "+string(proto))
+	for _, f := range requestFields(in) {
+		if known && !slices.Contains(d.RequestFields, f) {
+			fe.add(p+"."+f, "is only for "+owners(f))
 		}
 	}
-	only("dest", in.Dest != "", user.VLESSReality)
-	only("server_names", len(in.ServerNames) > 0, user.VLESSReality)
-	only("short_ids", len(in.ShortIDs) > 0, user.VLESSReality)
-	only("fingerprint", in.Fingerprint != "", user.VLESSReality)
-	only("private_key", in.PrivateKey != "", user.VLESSReality)
-	only("method", in.Method != "", user.Shadowsocks2022)
-	only("server_key", in.ServerKey != "", user.Shadowsocks2022)
-	switch in.Protocol {
-	case user.VLESSReality:
-		in = normReality(fe, p, in)
-	case user.Shadowsocks2022:
-		in = normShadowsocks(fe, p, in)
-	}
-	return in
-}
-
-func normReality(fe *fields, p string, in server.InboundRequest) server.InboundRequest {
-	destHost, destIsIP := "", false
-	if in.Dest == "" {
-		fe.add(p+".dest", "is required for vless-reality: "+DestRule)
-	} else if host, ip, ok := splitDest(in.Dest); !ok {
-		fe.add(p+".dest", DestRule)
-	} else {
-		destHost, destIsIP = host, ip
-		_, port, _ := net.SplitHostPort(in.Dest)
-		in.Dest = net.JoinHostPort(host, port)
-	}
-	if len(in.ServerNames) > maxServerNames {
-		fe.add(p+".server_names", fmt.Sprintf("must list at most %d names", maxServerNames))
-	} else {
-		names := make([]string, len(in.ServerNames))
-		for i, sn := range in.ServerNames {
-			names[i] = strings.ToLower(sn)
-			if !validDNSName(names[i]) {
-				fe.add(fmt.Sprintf("%s.server_names[%d]", p, i), ServerNameRule)
-			}
-		}
-		in.ServerNames = names
-	}
-	if len(in.ServerNames) == 0 {
-		switch {
-		case destHost != "" && !destIsIP:
-			in.ServerNames = []string{destHost}
-		case destIsIP:
-			fe.add(p+".server_names", "must be set when dest is an IP address: a TLS server name cannot be an IP")
-		}
-	}
-	if len(in.ShortIDs) > maxShortIDs {
-		fe.add(p+".short_ids", fmt.Sprintf("must list at most %d short ids", maxShortIDs))
-	} else {
-		sids := make([]string, len(in.ShortIDs))
-		for i, sid := range in.ShortIDs {
-			sids[i] = strings.ToLower(sid)
-			if len(sid) > 16 || len(sid)%2 != 0 || strings.Trim(sids[i], "0123456789abcdef") != "" {
-				fe.add(fmt.Sprintf("%s.short_ids[%d]", p, i), ShortIDRule)
-			}
-		}
-		in.ShortIDs = sids
-	}
-	if in.Fingerprint == "" {
-		in.Fingerprint = DefaultFingerprint
-	} else if !slices.Contains(Fingerprints, in.Fingerprint) {
-		fe.add(p+".fingerprint", "must be one of "+strings.Join(Fingerprints, ", "))
-	}
-	if in.PrivateKey != "" {
-		if _, err := serverkeys.X25519FromPrivate(in.PrivateKey); err != nil {
-			fe.add(p+".private_key", "x25519 private key "+err.Error())
-		}
-	}
-	return in
-}
-
-func normShadowsocks(fe *fields, p string, in server.InboundRequest) server.InboundRequest {
-	if in.Method == "" {
-		in.Method = DefaultMethod
-	}
-	switch in.Method {
-	case user.SS2022AES128GCM, user.SS2022AES256GCM:
-	case user.SS2022ChaCha20Poly1305:
-		fe.add(p+".method", ChaChaRule)
-		return in
-	default:
-		fe.add(p+".method", MethodRule)
-		return in
-	}
-	if in.ServerKey != "" {
-		if _, err := serverkeys.DecodeSS2022Key(in.Method, in.ServerKey); err != nil {
-			fe.add(p+".server_key", err.Error())
-		}
+	if kind := inboundKinds[in.Protocol]; kind.norm != nil {
+		in = kind.norm(fe, p, in)
 	}
 	return in
 }
@@ -399,62 +310,12 @@ func withKeys(reqs []server.InboundRequest, prev []server.Inbound) ([]server.Inb
 			}
 		}
 		ib := server.Inbound{Tag: in.Tag, Protocol: in.Protocol, Port: in.Port, Listen: in.Listen}
-		switch in.Protocol {
-		case user.VLESSReality:
-			r, err := realityKeys(in, old)
-			if err != nil {
+		if kind := inboundKinds[in.Protocol]; kind.keys != nil {
+			if err := kind.keys(&ib, in, old); err != nil {
 				return nil, err
 			}
-			ib.Reality = r
-		case user.Shadowsocks2022:
-			key := in.ServerKey
-			if key == "" && old != nil && old.Shadowsocks != nil && old.Shadowsocks.Method == in.Method {
-				key = old.Shadowsocks.ServerKey
-			}
-			if key == "" {
-				k, err := serverkeys.NewSS2022Key(in.Method)
-				if err != nil {
-					return nil, err
-				}
-				key = k
-			}
-			ib.Shadowsocks = &server.Shadowsocks{Method: in.Method, ServerKey: key}
 		}
 		out[i] = ib
 	}
 	return out, nil
-}
-
-func realityKeys(in server.InboundRequest, old *server.Inbound) (*server.Reality, error) {
-	r := &server.Reality{ServerNames: in.ServerNames, Dest: in.Dest, ShortIDs: in.ShortIDs, Fingerprint: in.Fingerprint}
-	var pair serverkeys.X25519Pair
-	var err error
-	switch {
-	case in.PrivateKey != "":
-		pair, err = serverkeys.X25519FromPrivate(in.PrivateKey)
-	case old != nil && old.Reality != nil:
-		// Keep the pair, re-deriving the public key; a stored key that no
-		// longer decodes is replaced rather than kept broken.
-		if pair, err = serverkeys.X25519FromPrivate(old.Reality.PrivateKey); err != nil {
-			pair, err = serverkeys.NewX25519()
-		}
-	default:
-		pair, err = serverkeys.NewX25519()
-	}
-	if err != nil {
-		return nil, err
-	}
-	r.PrivateKey, r.PublicKey = pair.Private, pair.Public
-	if len(r.ShortIDs) == 0 {
-		if old != nil && old.Reality != nil && len(old.Reality.ShortIDs) > 0 {
-			r.ShortIDs = old.Reality.ShortIDs
-		} else {
-			sid, err := serverkeys.NewShortID()
-			if err != nil {
-				return nil, err
-			}
-			r.ShortIDs = []string{sid}
-		}
-	}
-	return r, nil
 }
