@@ -116,7 +116,7 @@ type Agent struct {
 	cfg    Config
 	env    svc.Env
 	log    *slog.Logger
-	rt     runtime.Runtime
+	rt     *runtime.Set
 	outbox *outbox.Outbox
 	probe  *hostprobe.Probe
 	node   node.Node
@@ -135,8 +135,10 @@ func Run(ctx context.Context, cfg Config, env svc.Env) error {
 	return a.Run(ctx)
 }
 
-// New prepares an agent. rt may be nil, in which case the runtime named by
-// cfg.Runtime is opened (and owned: Run's caller closes it via Runtime()).
+// New prepares an agent. rt may be nil, in which case every runtime of the
+// host is opened (OpenRuntimes), with the one cfg.Runtime names as the
+// default, and owned: Run's caller closes them via Runtime(). A non-nil rt
+// is the agent's only runtime.
 func New(ctx context.Context, cfg Config, env svc.Env, rt runtime.Runtime) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -149,11 +151,19 @@ func New(ctx context.Context, cfg Config, env svc.Env, rt runtime.Runtime) (*Age
 		return nil, err
 	}
 	log := env.Log.With(logkey.Node, id)
+	var rts *Runtimes
 	if rt == nil {
-		if rt, err = OpenRuntime(ctx, cfg, id, env.DataDir, log); err != nil {
+		if rts, err = OpenRuntimes(ctx, cfg, id, env.DataDir, log); err != nil {
 			return nil, err
 		}
+	} else {
+		set, err := runtime.NewSet(rt.Kind(), rt)
+		if err != nil {
+			return nil, err
+		}
+		rts = &Runtimes{Set: set, Chosen: "given by the caller"}
 	}
+	rt = rts.Set
 	ob, err := outbox.Open(filepath.Join(env.DataDir, "outbox"), cfg.OutboxLimit, log)
 	if err != nil {
 		rt.Close()
@@ -165,17 +175,22 @@ func New(ctx context.Context, cfg Config, env svc.Env, rt runtime.Runtime) (*Age
 		addr, from = detectPublicAddr(), "detected"
 	}
 	a := &Agent{
-		cfg: cfg, env: env, log: log, rt: rt, outbox: ob,
+		cfg: cfg, env: env, log: log, rt: rts.Set, outbox: ob,
 		probe: hostprobe.New(id, env.DataDir),
 		node: node.Node{
 			ID: id, Hostname: hostname, PublicAddr: addr, PublicAddrFrom: from,
 			Runtime: string(rt.Kind()), Capabilities: capabilityNames(rt.Capabilities()),
-			AgentVersion: version.Version, HeartbeatEvery: cfg.Heartbeat,
+			RuntimeChosen: rts.Chosen, AgentVersion: version.Version, HeartbeatEvery: cfg.Heartbeat,
 		},
 	}
-	if v, err := rt.Version(ctx); err == nil {
-		a.node.RuntimeVersion = v
+	for _, r := range rts.All() {
+		info := node.RuntimeInfo{Kind: string(r.Kind()), Capabilities: capabilityNames(r.Capabilities()), Address: rts.Addresses[r.Kind()]}
+		if v, err := r.Version(ctx); err == nil {
+			info.Version = v
+		}
+		a.node.Runtimes = append(a.node.Runtimes, info)
 	}
+	a.node.RuntimeVersion = a.node.Runtimes[0].Version
 	m, err := meter.Open(filepath.Join(env.DataDir, "meter"), id, ob, log)
 	if err != nil {
 		rt.Close()
@@ -192,7 +207,8 @@ func New(ctx context.Context, cfg Config, env svc.Env, rt runtime.Runtime) (*Age
 			return nil, fmt.Errorf("registering agent metrics: %w", err)
 		}
 	}
-	log.Info("agent runtime selected", logkey.Runtime, rt.Kind(), logkey.RuntimeVersion, a.node.RuntimeVersion, logkey.PublicAddr, addr)
+	log.Info("agent runtime selected", logkey.Runtime, rt.Kind(), logkey.RuntimeVersion, a.node.RuntimeVersion,
+		logkey.Runtimes, strings.Join(a.node.RuntimeKinds(), ","), logkey.Detail, rts.Chosen, logkey.PublicAddr, addr)
 	return a, nil
 }
 
@@ -280,8 +296,12 @@ func xrayBinary(configured string) string {
 // method lists the running ones (the usage meter reads their counters).
 func (a *Agent) Reconciler() *reconcile.Reconciler { return a.rec }
 
-// Runtime is the runtime the agent drives.
+// Runtime is every runtime the agent drives, as one: see runtime.Set. Its
+// Kind is the node's default.
 func (a *Agent) Runtime() runtime.Runtime { return a.rt }
+
+// Runtimes is every runtime the agent drives.
+func (a *Agent) Runtimes() *runtime.Set { return a.rt }
 
 // NodeID is this agent's node id.
 func (a *Agent) NodeID() string { return a.node.ID }

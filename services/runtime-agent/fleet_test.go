@@ -270,10 +270,11 @@ func (f *fleet) currentAgent() *agent.Agent {
 	return f.agent
 }
 
-// removeWorkloads removes every Xray the fleet's agents left.
+// removeWorkloads removes every Xray the fleet's agents left, on every
+// runtime of the host.
 func (f *fleet) removeWorkloads() {
 	cfg := f.agentConfig()
-	rt, err := agent.OpenRuntime(context.Background(), cfg, f.node, f.dataDir, natstest.Logger(f.t))
+	rt, err := agent.OpenRuntimes(context.Background(), cfg, f.node, f.dataDir, natstest.Logger(f.t))
 	if err != nil {
 		f.t.Logf("opening runtime to clean up: %v", err)
 		return

@@ -40,12 +40,16 @@ const (
 	// RuntimeVersion its version.
 	Runtime        = "runtime"
 	RuntimeVersion = "runtime_version"
-	PublicAddr     = "public_addr"
-	Image          = "image"
-	PID            = "pid"
-	Topic          = "topic"
-	Warning        = "warning"
-	Kind           = "kind"
+	// Runtimes lists the runtimes a node offers; Target is the runtime a
+	// server moves to.
+	Runtimes   = "runtimes"
+	Target     = "target"
+	PublicAddr = "public_addr"
+	Image      = "image"
+	PID        = "pid"
+	Topic      = "topic"
+	Warning    = "warning"
+	Kind       = "kind"
 	// Instance identifies one run of a workload; Inbound is an Xray inbound.
 	Instance   = "instance"
 	Inbound    = "inbound"

@@ -16,17 +16,63 @@ type Node struct {
 	PublicAddrFrom string `json:"public_addr_from"` // "config" or "detected"
 	// Groups is not what the agent says: a node's groups are the
 	// operator's, in its enrollment. Kept for records of older agents.
-	Groups         []string  `json:"groups,omitempty"`
-	Runtime        string    `json:"runtime"`
-	RuntimeVersion string    `json:"runtime_version"`
-	Capabilities   []string  `json:"capabilities"`
-	AgentVersion   string    `json:"agent_version"`
-	State          string    `json:"state"` // "running" or "stopped"
-	StartedAt      time.Time `json:"started_at"`
-	HeartbeatAt    time.Time `json:"heartbeat_at"`
+	Groups []string `json:"groups,omitempty"`
+	// Runtime is the node's default runtime: where a server that names
+	// none starts. RuntimeVersion and Capabilities are the default's.
+	Runtime        string   `json:"runtime"`
+	RuntimeVersion string   `json:"runtime_version"`
+	Capabilities   []string `json:"capabilities"`
+	// Runtimes lists every runtime the agent opened on the host; servers
+	// run on any of them. Empty in records of agents that opened one.
+	Runtimes []RuntimeInfo `json:"runtimes,omitempty"`
+	// RuntimeChosen says why Runtime is the default (configured, or what
+	// auto found on the host).
+	RuntimeChosen string    `json:"runtime_chosen,omitempty"`
+	AgentVersion  string    `json:"agent_version"`
+	State         string    `json:"state"` // "running" or "stopped"
+	StartedAt     time.Time `json:"started_at"`
+	HeartbeatAt   time.Time `json:"heartbeat_at"`
 	// HeartbeatEvery is the interval the agent promises; readers consider
 	// the node gone after a few missed beats.
 	HeartbeatEvery time.Duration `json:"heartbeat_every_ns"`
+}
+
+// RuntimeInfo is one runtime a node offers.
+type RuntimeInfo struct {
+	Kind         string   `json:"kind"` // docker, containerd or process
+	Version      string   `json:"version,omitempty"`
+	Capabilities []string `json:"capabilities,omitempty"`
+	// Address is the engine's socket (empty for process).
+	Address string `json:"address,omitempty"`
+}
+
+// HasRuntime reports whether the node offers the runtime kind. A record
+// of an agent that lists no runtimes offers its one Runtime.
+func (n Node) HasRuntime(kind string) bool {
+	if len(n.Runtimes) == 0 {
+		return n.Runtime == kind
+	}
+	for _, r := range n.Runtimes {
+		if r.Kind == kind {
+			return true
+		}
+	}
+	return false
+}
+
+// RuntimeKinds lists the kinds of runtime the node offers.
+func (n Node) RuntimeKinds() []string {
+	if len(n.Runtimes) == 0 {
+		if n.Runtime == "" {
+			return nil
+		}
+		return []string{n.Runtime}
+	}
+	out := make([]string, len(n.Runtimes))
+	for i, r := range n.Runtimes {
+		out[i] = r.Kind
+	}
+	return out
 }
 
 // Node states.

@@ -35,8 +35,11 @@ type InboundRequest struct {
 // CreateRequest deploys a server on a node. The reply is the Server, with
 // keys generated and Status pending until the node's agent applies it.
 type CreateRequest struct {
-	Node     string           `json:"node"`
-	Name     string           `json:"name"`
+	Node string `json:"node"`
+	Name string `json:"name"`
+	// Runtime is where the server runs (docker, containerd, process);
+	// empty: the node's default.
+	Runtime  string           `json:"runtime,omitempty"`
 	Inbounds []InboundRequest `json:"inbounds"`
 }
 
@@ -64,6 +67,10 @@ type UpdateRequest struct {
 	ExpectedRevision uint64            `json:"expected_revision,omitempty"`
 	Name             *string           `json:"name,omitempty"`
 	Inbounds         *[]InboundRequest `json:"inbounds,omitempty"`
+	// Runtime moves the server to another runtime of its node (stop on
+	// one, start on the other); "" makes it inherit again, staying where
+	// it runs.
+	Runtime *string `json:"runtime,omitempty"`
 }
 
 // DeleteRequest removes a server; its agent stops and removes the workload.

@@ -18,13 +18,30 @@ import (
 // EngineXray is the only engine so far.
 const EngineXray = "xray"
 
+// Runtimes a server may name.
+const (
+	RuntimeDocker     = "docker"
+	RuntimeContainerd = "containerd"
+	RuntimeProcess    = "process"
+)
+
+// Runtimes lists the runtimes a server may name.
+var Runtimes = []string{RuntimeDocker, RuntimeContainerd, RuntimeProcess}
+
+// RuntimeRule is the rule a runtime field breaks when it names no runtime.
+const RuntimeRule = "must be docker, containerd or process"
+
 // Server is one server on one node.
 type Server struct {
 	ID   string `json:"id"`
 	Node string `json:"node"`
 	Name string `json:"name"`
 	// Engine runs the inbounds ("xray").
-	Engine   string    `json:"engine"`
+	Engine string `json:"engine"`
+	// Runtime is where the node runs the server: docker, containerd or
+	// process. Empty inherits: a server already running stays on the
+	// runtime it runs on, a new one starts on the node's default.
+	Runtime  string    `json:"runtime,omitempty"`
 	Inbounds []Inbound `json:"inbounds"`
 	// Status is written by the node's agent; zero until it has tried.
 	Status    Status    `json:"status,omitzero"`
@@ -125,21 +142,24 @@ type Status struct {
 	PublicHost string `json:"public_host,omitempty"`
 	// AppliedRevision is the server revision the agent applied.
 	AppliedRevision uint64 `json:"applied_revision,omitempty"`
+	// Runtime is the runtime the server's Xray runs on.
+	Runtime string `json:"runtime,omitempty"`
 	// Spec is the SpecKey of the server the agent applied: a status is
 	// current only while it equals the desired server's SpecKey.
 	Spec string    `json:"spec,omitempty"`
 	Time time.Time `json:"time,omitzero"`
 }
 
-// SpecKey fingerprints what an agent runs for a server: node, engine and
-// inbounds with their keys, not the name or the status. Two records with
-// the same key need no new apply.
+// SpecKey fingerprints what an agent runs for a server: node, engine,
+// runtime (when named) and inbounds with their keys, not the name or the
+// status. Two records with the same key need no new apply.
 func (s Server) SpecKey() string {
 	data, _ := json.Marshal(struct {
 		Node     string    `json:"node"`
 		Engine   string    `json:"engine"`
+		Runtime  string    `json:"runtime,omitempty"`
 		Inbounds []Inbound `json:"inbounds"`
-	}{s.Node, s.Engine, s.Inbounds})
+	}{s.Node, s.Engine, s.Runtime, s.Inbounds})
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:8])
 }

@@ -116,6 +116,21 @@ func usersText(s server.Server) string {
 	return t
 }
 
+// runtimeText is where the server runs and, when it differs, where it
+// is asked to run ("docker → containerd" while it moves).
+func runtimeText(s server.Server) string {
+	run, want := s.Status.Runtime, s.Runtime
+	switch {
+	case run == "" && want == "":
+		return "- (the node's default)"
+	case run == "":
+		return want
+	case want == "" || want == run:
+		return run
+	}
+	return run + " → " + want
+}
+
 func (a *app) printServers(ss []server.Server) error {
 	return printList(a, ss, func(s server.Server) string { return s.ID },
 		[]string{"ID", "NAME", "NODE", "STATE", "USERS", "INBOUNDS", "HOST", "AGE"},
@@ -140,7 +155,7 @@ func (a *app) printServer(s server.Server) error {
 	if u := usersText(s); u != "-" {
 		pairs = append(pairs, [2]string{"Users", u + " applied (applied/desired, +extra)"})
 	}
-	pairs = append(pairs, [2]string{"Host", orDash(s.Status.PublicHost)})
+	pairs = append(pairs, [2]string{"Runtime", runtimeText(s)}, [2]string{"Host", orDash(s.Status.PublicHost)})
 	for _, in := range s.Inbounds {
 		v := fmt.Sprintf("%s port %d", in.Protocol, in.Port)
 		if in.Reality != nil {
@@ -158,6 +173,7 @@ func (a *app) printServer(s server.Server) error {
 // deployFlags describe one inbound.
 type deployFlags struct {
 	node, protocol, dest, method string
+	runtime                      string
 	sni                          []string
 	port                         int
 }
@@ -170,6 +186,7 @@ func (d *deployFlags) register(cmd *cobra.Command) {
 	f.StringVar(&d.dest, "dest", "www.microsoft.com:443", "vless-reality: the TLS 1.3 site REALITY borrows (host:port)")
 	f.StringSliceVar(&d.sni, "sni", nil, "vless-reality: server names clients present (default: dest's host)")
 	f.StringVar(&d.method, "method", "", "shadowsocks-2022: 2022-blake3-aes-128-gcm (default) or -aes-256-gcm / -chacha20-poly1305")
+	f.StringVar(&d.runtime, "runtime", "", "docker, containerd or process (default: the node's default runtime)")
 }
 
 // check refuses what the servers service would refuse naming a field
@@ -194,7 +211,7 @@ func (d *deployFlags) request(name, nodeID string) server.CreateRequest {
 	case user.Shadowsocks2022:
 		in.Method = d.method
 	}
-	return server.CreateRequest{Node: nodeID, Name: name, Inbounds: []server.InboundRequest{in}}
+	return server.CreateRequest{Node: nodeID, Name: name, Runtime: d.runtime, Inbounds: []server.InboundRequest{in}}
 }
 
 // pickNode returns want, or the only healthy node.

@@ -180,8 +180,14 @@ func xraySpec(s server.Server, node, api string, o specOptions) (xray.Spec, erro
 	return spec, nil
 }
 
-// specKey is the server's SpecKey (see server.Server.SpecKey).
-func specKey(s server.Server) string { return s.SpecKey() }
+// specKey is what the server's Xray runs: its SpecKey without the
+// runtime, which says where it runs, not what (a server that moves keeps
+// its config). It labels the workload; the status carries the whole
+// SpecKey.
+func specKey(s server.Server) string {
+	s.Runtime = ""
+	return s.SpecKey()
+}
 
 // configHash fingerprints an Xray spec as the workload runs it (API
 // address and agent options included, users excluded). It labels the

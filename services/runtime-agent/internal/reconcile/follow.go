@@ -19,7 +19,7 @@ func (r *Reconciler) FollowRuntime(ctx context.Context) error {
 	bo.MaxInterval = 10 * time.Second
 	bo.Reset()
 	for ctx.Err() == nil {
-		s, err := r.rt.Events(ctx)
+		s, err := r.rts.Events(ctx)
 		if err == nil {
 			for ev := range s.C {
 				bo.Reset()

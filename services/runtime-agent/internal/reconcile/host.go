@@ -96,21 +96,21 @@ func unwrapSyscall(err error) error {
 }
 
 // workloadImage returns what runs Xray for the server whose files are in
-// dir on this runtime: for the process runtime the binary with the config
+// dir on runtime rt: for the process runtime the binary with the config
 // path; for an engine the image (imported from the binary when missing)
 // with the config dir mounted.
-func (r *Reconciler) workloadImage(ctx context.Context, dir string) (string, []string, []runtime.Mount, error) {
+func (r *Reconciler) workloadImage(ctx context.Context, rt runtime.Runtime, dir string) (string, []string, []runtime.Mount, error) {
 	cfgDir := filepath.Join(dir, "config")
-	if !r.rt.Capabilities().Images {
+	if !rt.Capabilities().Images {
 		if r.cfg.XrayBin == "" {
 			return "", nil, nil, errs.New(errs.Unavailable, "no xray binary: install xray next to the agent or in PATH, or set --xray-bin")
 		}
-		if err := r.rt.EnsureImage(ctx, r.cfg.XrayBin, nil); err != nil {
+		if err := rt.EnsureImage(ctx, r.cfg.XrayBin, nil); err != nil {
 			return "", nil, nil, fmt.Errorf("xray binary %s: %w", r.cfg.XrayBin, err)
 		}
 		return r.cfg.XrayBin, []string{"run", "-c", filepath.Join(cfgDir, "config.json")}, nil, nil
 	}
-	if err := r.ensureImage(ctx); err != nil {
+	if err := r.ensureImage(ctx, rt); err != nil {
 		return "", nil, nil, err
 	}
 	return r.cfg.XrayImage, []string{"run", "-c", containerConfigDir + "/config.json"},
@@ -120,9 +120,9 @@ func (r *Reconciler) workloadImage(ctx context.Context, dir string) (string, []s
 // ensureImage makes XrayImage available: present, pulled, or, when the
 // engine has no way to get it and the binary is known, a FROM-scratch image
 // of the binary imported under that name (hosts with no registry).
-func (r *Reconciler) ensureImage(ctx context.Context) error {
+func (r *Reconciler) ensureImage(ctx context.Context, rt runtime.Runtime) error {
 	pctx, cancel := context.WithTimeout(ctx, time.Minute)
-	err := r.rt.EnsureImage(pctx, r.cfg.XrayImage, nil)
+	err := rt.EnsureImage(pctx, r.cfg.XrayImage, nil)
 	cancel()
 	if err == nil {
 		return nil
@@ -130,7 +130,7 @@ func (r *Reconciler) ensureImage(ctx context.Context) error {
 	if r.cfg.XrayBin == "" || ctx.Err() != nil {
 		return fmt.Errorf("xray image %s: %w", r.cfg.XrayImage, err)
 	}
-	r.log.Info("xray image missing; importing one built from the binary", logkey.Image, r.cfg.XrayImage, logkey.Path, r.cfg.XrayBin, logkey.Detail, err.Error())
+	r.log.Info("xray image missing; importing one built from the binary", logkey.Runtime, rt.Kind(), logkey.Image, r.cfg.XrayImage, logkey.Path, r.cfg.XrayBin, logkey.Detail, err.Error())
 	bin, rerr := os.ReadFile(r.cfg.XrayBin)
 	if rerr != nil {
 		return errs.Wrap(errs.Unavailable, rerr, "reading xray binary for image %s", r.cfg.XrayImage)
@@ -145,10 +145,10 @@ func (r *Reconciler) ensureImage(ctx context.Context) error {
 	}); werr != nil {
 		return fmt.Errorf("writing xray image %s: %w", r.cfg.XrayImage, werr)
 	}
-	if _, ierr := r.rt.ImportImage(ctx, &buf); ierr != nil {
+	if _, ierr := rt.ImportImage(ctx, &buf); ierr != nil {
 		return fmt.Errorf("importing xray image %s: %w", r.cfg.XrayImage, ierr)
 	}
-	if err := r.rt.EnsureImage(ctx, r.cfg.XrayImage, nil); err != nil {
+	if err := rt.EnsureImage(ctx, r.cfg.XrayImage, nil); err != nil {
 		return fmt.Errorf("xray image %s after import: %w", r.cfg.XrayImage, err)
 	}
 	return nil

@@ -45,8 +45,8 @@ func (p xrayPrivileges) label() string {
 // 0 with only that capability. The process runtime of an agent that cannot
 // switch users, or whose Xray binary or data dir the Xray user cannot
 // reach, runs Xray as the agent's own user (logged).
-func (r *Reconciler) privilegesFor(spec xray.Spec) xrayPrivileges {
-	caps := r.rt.Capabilities()
+func (r *Reconciler) privilegesFor(rt runtime.Runtime, spec xray.Spec) xrayPrivileges {
+	caps := rt.Capabilities()
 	// Until told otherwise Xray runs as the agent's user and reads files
 	// the agent owns.
 	p := xrayPrivileges{user: r.cfg.XrayUser, readOnly: caps.ReadOnlyRootfs, owner: [2]int{os.Geteuid(), os.Getegid()}}

@@ -171,7 +171,7 @@ type RunningServer struct {
 // watchers) and Observe.
 type Reconciler struct {
 	cfg    Config
-	rt     runtime.Runtime
+	rts    *runtime.Set
 	status StatusStore
 	emit   Emit
 	log    *slog.Logger
@@ -191,8 +191,10 @@ type Reconciler struct {
 	loaded chan struct{}
 }
 
-// New returns a reconciler for cfg.Node over rt. It does nothing until Run.
-func New(cfg Config, rt runtime.Runtime, status StatusStore, emit Emit) (*Reconciler, error) {
+// New returns a reconciler for cfg.Node over the runtimes of rts: each
+// server runs on the runtime it names, else where it runs already, else
+// on rts' default. It does nothing until Run.
+func New(cfg Config, rts *runtime.Set, status StatusStore, emit Emit) (*Reconciler, error) {
 	cfg.defaults()
 	var fe []errs.FieldError
 	if cfg.Node == "" {
@@ -217,7 +219,7 @@ func New(cfg Config, rt runtime.Runtime, status StatusStore, emit Emit) (*Reconc
 		return nil, err
 	}
 	return &Reconciler{
-		cfg: cfg, rt: rt, status: status, emit: emit,
+		cfg: cfg, rts: rts, status: status, emit: emit,
 		log:     cfg.Log.With(logkey.Component, "reconcile"),
 		users:   map[string]*member{},
 		traces:  map[string]string{},
@@ -461,27 +463,31 @@ func (r *Reconciler) Stats() []ServerStat {
 }
 
 // removeOrphans stops and removes Xray workloads, and forgets data dirs,
-// of servers that are not desired here. It runs once the snapshots are in.
+// of servers that are not desired here, on every runtime of the node. It
+// runs once the snapshots are in. (A second Xray of a desired server, left
+// by a hand-over cut short, is its worker's to remove: see adopt.)
 func (r *Reconciler) removeOrphans(ctx context.Context) {
-	ws, err := r.rt.List(ctx)
-	if err != nil {
-		r.log.Warn("listing workloads for orphans", logkey.Err, err)
-		return
-	}
 	r.mu.Lock()
 	known := map[string]bool{}
 	for id := range r.workers {
 		known[id] = true
 	}
 	r.mu.Unlock()
-	for _, w := range ws {
-		id := w.Labels[LabelServer]
-		if w.Labels[LabelRole] != RoleXray || id == "" || known[id] {
-			continue
+	for _, rt := range r.rts.All() {
+		ws, err := rt.List(ctx)
+		if err != nil {
+			r.log.Warn("listing workloads for orphans", logkey.Runtime, rt.Kind(), logkey.Err, err)
+			return // the data dirs of what it runs must stay
 		}
-		r.log.Info("removing xray of a server not desired here", logkey.Server, id, logkey.Workload, w.Name)
-		if err := r.rt.Remove(ctx, w.ID); err != nil && !errors.Is(err, errs.NotFound) {
-			r.log.Warn("removing orphaned xray", logkey.Workload, w.Name, logkey.Err, err)
+		for _, w := range ws {
+			id := w.Labels[LabelServer]
+			if w.Labels[LabelRole] != RoleXray || id == "" || known[id] {
+				continue
+			}
+			r.log.Info("removing xray of a server not desired here", logkey.Server, id, logkey.Runtime, rt.Kind(), logkey.Workload, w.Name)
+			if err := rt.Remove(ctx, w.ID); err != nil && !errors.Is(err, errs.NotFound) {
+				r.log.Warn("removing orphaned xray", logkey.Workload, w.Name, logkey.Err, err)
+			}
 		}
 	}
 	entries, _ := os.ReadDir(r.cfg.DataDir)

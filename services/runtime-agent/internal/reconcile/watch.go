@@ -153,7 +153,7 @@ func (s KVStatus) SetStatus(ctx context.Context, applied server.Server, st serve
 	if err != nil {
 		return errs.Wrap(errs.Unavailable, err, "opening bucket %s", subject.BucketServerStatus)
 	}
-	st.Spec = specKey(applied)
+	st.Spec = applied.SpecKey()
 	data, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encoding status of %s: %w", applied.ID, err)

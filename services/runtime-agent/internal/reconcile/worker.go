@@ -49,7 +49,7 @@ type worker struct {
 	cur         *instance
 	applied     applied
 	adopted     bool          // adoption was tried
-	failed      string        // spec key whose spec is invalid: not retried until it changes
+	failed      string        // server.SpecKey of a spec that cannot work: not retried until it changes
 	reported    server.Status // last status recorded (State, Reason, user counts)
 	reportedKey string        // spec key it was recorded for
 	// countsAt is when user counts were last recorded; countsDue says
@@ -73,6 +73,7 @@ type worker struct {
 
 // instance is the Xray the worker runs.
 type instance struct {
+	rt        runtime.Runtime // where it runs
 	workload  string
 	startedAt time.Time
 	pid       int
@@ -187,7 +188,7 @@ func (w *worker) step(ctx context.Context) (done bool, err error) {
 	}
 	if !w.adopted {
 		w.adopted = true
-		w.adopt(ctx)
+		w.adopt(ctx, *want)
 		resync = true
 	}
 	if w.statusDue != nil {
@@ -195,12 +196,18 @@ func (w *worker) step(ctx context.Context) (done bool, err error) {
 			return false, err
 		}
 	}
-	key := specKey(*want)
-	if (w.cur == nil || w.cur.specKey != key) && key != w.failed {
-		if err := w.deploy(ctx, *want, key); err != nil {
-			return false, err
+	key, full := specKey(*want), want.SpecKey()
+	if full != w.failed {
+		switch rt, err := w.target(*want); {
+		case err != nil:
+			w.failed = full
+			w.fail(ctx, *want, err)
+		case w.cur == nil || w.cur.specKey != key || w.cur.rt != rt:
+			if err := w.deploy(ctx, *want, rt, key); err != nil {
+				return false, err
+			}
+			resync = w.cur != nil
 		}
-		resync = w.cur != nil
 	}
 	if w.cur == nil {
 		return false, nil
@@ -224,7 +231,7 @@ func (w *worker) step(ctx context.Context) (done bool, err error) {
 		releaseAfterBurst()
 	}
 	holding := 0
-	if w.cur.specKey == key {
+	if w.cur.specKey == key && (want.Runtime == "" || string(w.cur.rt.Kind()) == want.Runtime) {
 		// What runs is what is wanted: say how many of its users it
 		// holds (applied only when exactly the desired ones).
 		holding = w.reportUsers(ctx, *want, err)
@@ -246,7 +253,7 @@ func (w *worker) reportUsers(ctx context.Context, want server.Server, cause erro
 	desired, held, extra, holding := w.r.userCounts(w.cur.spec, w.applied)
 	st := server.Status{
 		State: server.StateApplied, PublicHost: w.r.cfg.PublicHost, AppliedRevision: w.cur.server.Revision,
-		UsersDesired: desired, UsersApplied: held, UsersExtra: extra,
+		UsersDesired: desired, UsersApplied: held, UsersExtra: extra, Runtime: string(w.cur.rt.Kind()),
 	}
 	if held != desired || extra > 0 {
 		st.State = server.StatePartial
@@ -254,7 +261,7 @@ func (w *worker) reportUsers(ctx context.Context, want server.Server, cause erro
 			st.Reason, st.Code = cause.Error(), errs.CodeOf(cause)
 		}
 	}
-	if w.reportedKey == specKey(want) && w.reported.State == st.State && w.reported.Reason == st.Reason && w.statusDue == nil &&
+	if w.reportedKey == want.SpecKey() && w.reported.State == st.State && w.reported.Reason == st.Reason && w.statusDue == nil &&
 		!sameCounts(w.reported, st) && time.Since(w.countsAt) < statusEvery {
 		w.countsDue = true
 		return holding
@@ -275,18 +282,58 @@ func (w *worker) publishStat(holding int) {
 	w.r.mu.Unlock()
 }
 
-// adopt takes over an Xray left running by a previous agent: the workload
-// named for the server with its labels, and the record of what was applied
-// to that very instance.
-func (w *worker) adopt(ctx context.Context) {
-	wl, err := w.r.rt.Inspect(ctx, w.name)
-	if err != nil {
-		return
+// target is the runtime want runs on: the one it names, else the one its
+// Xray runs on now (changing the node's default moves nothing), else the
+// node's default. A runtime the node lacks is errs.Invalid on "runtime".
+func (w *worker) target(want server.Server) (runtime.Runtime, error) {
+	switch {
+	case want.Runtime != "":
+		return w.r.rts.Lookup(runtime.Kind(want.Runtime))
+	case w.cur != nil:
+		return w.cur.rt, nil
 	}
+	return w.r.rts.Default(), nil
+}
+
+// adopt takes over an Xray left running by a previous agent, on whichever
+// runtime of the node it runs: the workload named for the server with its
+// labels, and the record of what was applied to that very instance. When
+// more than one runtime runs one (a hand-over cut short by a crash), the
+// one on the runtime want names is kept, else the first found (default
+// first), and the others are removed: a server never serves twice.
+func (w *worker) adopt(ctx context.Context, want server.Server) {
+	type found struct {
+		rt runtime.Runtime
+		wl runtime.Workload
+	}
+	var all []found
+	for _, rt := range w.r.rts.All() {
+		if wl, err := rt.Inspect(ctx, w.name); err == nil {
+			all = append(all, found{rt, wl})
+		}
+	}
+	usable := func(f found) bool {
+		l := f.wl.Labels
+		return l[LabelServer] == w.id && l[LabelRole] == RoleXray && l[LabelAPI] != "" && f.wl.State == runtime.StateRunning
+	}
+	pick := slices.IndexFunc(all, func(f found) bool { return usable(f) && string(f.rt.Kind()) == want.Runtime })
+	if pick < 0 {
+		pick = slices.IndexFunc(all, usable)
+	}
+	if pick < 0 {
+		return // deploy replaces whatever there is
+	}
+	for i, f := range all {
+		if i == pick {
+			continue
+		}
+		w.log.Warn("removing a second xray of this server", logkey.Runtime, f.rt.Kind(), logkey.Workload, f.wl.ID, logkey.Detail, "kept the one on "+string(all[pick].rt.Kind()))
+		if err := f.rt.Remove(ctx, f.wl.ID); err != nil && !errors.Is(err, errs.NotFound) {
+			w.log.Error("removing a second xray of this server", logkey.Runtime, f.rt.Kind(), logkey.Err, err)
+		}
+	}
+	rt, wl := all[pick].rt, all[pick].wl
 	api := wl.Labels[LabelAPI]
-	if wl.Labels[LabelServer] != w.id || wl.Labels[LabelRole] != RoleXray || api == "" || wl.State != runtime.StateRunning {
-		return // deploy replaces it
-	}
 	client, err := xray.NewClient(api, w.log, w.r.cfg.XrayLimits)
 	if err != nil {
 		return
@@ -294,7 +341,7 @@ func (w *worker) adopt(ctx context.Context) {
 	// What it runs was recorded when it was deployed; the label says
 	// whether the record is of this very config.
 	in := &instance{
-		workload: wl.ID, startedAt: wl.StartedAt, pid: wl.PID, api: api, client: client,
+		rt: rt, workload: wl.ID, startedAt: wl.StartedAt, pid: wl.PID, api: api, client: client,
 		specKey: wl.Labels[LabelSpecKey], hash: wl.Labels[LabelConfigHash],
 	}
 	dep, ok := loadDeployed(w.deployedPath())
@@ -311,7 +358,7 @@ func (w *worker) adopt(ctx context.Context) {
 		// the agent would build for the same server is redeployed, as any
 		// desired-state change is; its inbounds are known meanwhile.
 		want, err := xraySpec(dep.Server, w.r.cfg.Node, api, w.specOptions())
-		if err != nil || configHash(want) != in.hash || wl.Labels[LabelPrivileges] != w.r.privilegesFor(want).label() {
+		if err != nil || configHash(want) != in.hash || wl.Labels[LabelPrivileges] != w.r.privilegesFor(rt, want).label() {
 			w.log.Info("adopted xray runs other agent options; it will be redeployed", logkey.Workload, wl.Name)
 			in.specKey = ""
 		}
@@ -322,7 +369,7 @@ func (w *worker) adopt(ctx context.Context) {
 	if st.Instance == in.id() && st.Users != nil {
 		w.applied = st.Users
 	}
-	w.log.Info("adopted running xray", logkey.Workload, wl.Name, logkey.Instance, in.id(), logkey.KnownUsers, w.knownCount())
+	w.log.Info("adopted running xray", logkey.Runtime, rt.Kind(), logkey.Workload, wl.Name, logkey.Instance, in.id(), logkey.KnownUsers, w.knownCount())
 }
 
 func (w *worker) knownCount() int {
@@ -341,7 +388,7 @@ func (w *worker) specOptions() specOptions {
 // its policy, or by hand) started with no users: what was applied is void.
 // It reports whether the instance is new.
 func (w *worker) inspect(ctx context.Context) (bool, error) {
-	wl, err := w.r.rt.Inspect(ctx, w.cur.workload)
+	wl, err := w.cur.rt.Inspect(ctx, w.cur.workload)
 	if err != nil {
 		return false, fmt.Errorf("inspecting xray: %w", err)
 	}
@@ -569,19 +616,20 @@ func (w *worker) save() {
 	w.unsaved = false
 }
 
-// deploy makes the running Xray serve want: it checks the spec and the
-// host, then replaces the workload. A spec that cannot work (invalid, a
+// deploy makes the running Xray serve want on runtime rt: it checks the
+// spec and the host, then replaces the workload (on whichever runtime it
+// runs: a server that moves stops on one and starts on the other). A spec that cannot work (invalid, a
 // port taken) is reported as failed and leaves what runs alone; the
 // returned error asks for a retry (a taken port may be freed, an engine
 // may come back), except for an invalid spec, which waits for a change.
-func (w *worker) deploy(ctx context.Context, want server.Server, key string) error {
+func (w *worker) deploy(ctx context.Context, want server.Server, rt runtime.Runtime, key string) error {
 	api, err := freeLoopbackPort()
 	if err != nil {
 		return err
 	}
 	spec, err := xraySpec(want, w.r.cfg.Node, api, w.specOptions())
 	if err != nil {
-		w.failed = key
+		w.failed = want.SpecKey()
 		w.fail(ctx, want, err)
 		return nil
 	}
@@ -593,19 +641,19 @@ func (w *worker) deploy(ctx context.Context, want server.Server, key string) err
 		w.fail(ctx, want, err)
 		return err
 	}
-	image, command, mounts, err := w.r.workloadImage(ctx, w.dir)
+	image, command, mounts, err := w.r.workloadImage(ctx, rt, w.dir)
 	if err != nil {
 		w.fail(ctx, want, err)
 		return err
 	}
 	cfg, err := xray.BuildConfig(spec)
 	if err != nil {
-		w.failed = key
+		w.failed = want.SpecKey()
 		w.fail(ctx, want, err)
 		return nil
 	}
 	hash := configHash(spec)
-	priv := w.r.privilegesFor(spec)
+	priv := w.r.privilegesFor(rt, spec)
 	if err := writeConfig(w.dir, cfg, priv); err != nil {
 		return err
 	}
@@ -622,13 +670,13 @@ func (w *worker) deploy(ctx context.Context, want server.Server, key string) err
 	}
 	priv.apply(&rs)
 	prev := w.cur
-	if err := w.replace(ctx, rs); err != nil {
-		err = fmt.Errorf("starting xray: %w", err)
+	if err := w.replace(ctx, rt, rs); err != nil {
+		err = fmt.Errorf("starting xray on %s: %w", rt.Kind(), err)
 		w.restore(ctx, prev)
 		w.fail(ctx, want, err)
 		return err
 	}
-	wl, err := w.r.rt.Inspect(ctx, w.name)
+	wl, err := rt.Inspect(ctx, w.name)
 	if err != nil {
 		return fmt.Errorf("inspecting new xray: %w", err)
 	}
@@ -637,7 +685,7 @@ func (w *worker) deploy(ctx context.Context, want server.Server, key string) err
 		return err
 	}
 	in := &instance{
-		workload: wl.ID, startedAt: wl.StartedAt, pid: wl.PID, api: api, spec: spec,
+		rt: rt, workload: wl.ID, startedAt: wl.StartedAt, pid: wl.PID, api: api, spec: spec,
 		specKey: key, hash: hash, server: want, client: client,
 	}
 	if err := w.waitReady(ctx, in); err != nil {
@@ -650,7 +698,10 @@ func (w *worker) deploy(ctx context.Context, want server.Server, key string) err
 	w.applied = applied{}
 	w.unsaved = true
 	w.failed = ""
-	w.log.Info("xray deployed", logkey.Workload, w.name, logkey.ConfigHash, hash, logkey.Revision, want.Revision)
+	if prev != nil && prev.rt != rt {
+		w.log.Info("server moved", logkey.Runtime, prev.rt.Kind(), logkey.Target, rt.Kind())
+	}
+	w.log.Info("xray deployed", logkey.Runtime, rt.Kind(), logkey.Workload, w.name, logkey.ConfigHash, hash, logkey.Revision, want.Revision)
 	// Its users are added next: partial (0 of n) until they are.
 	w.reportUsers(ctx, want, nil)
 	return nil
@@ -663,12 +714,19 @@ func (w *worker) retire(ctx context.Context) {
 	}
 }
 
-// replace removes whatever runs under the workload's name and starts rs.
-func (w *worker) replace(ctx context.Context, rs runtime.Spec) error {
-	rt := w.r.rt
+// replace removes whatever runs under the workload's name, on every
+// runtime (the current Xray first), and starts rs on rt: stop, then start,
+// on the same ports.
+func (w *worker) replace(ctx context.Context, rt runtime.Runtime, rs runtime.Spec) error {
 	w.retire(ctx)
-	if err := rt.Remove(ctx, w.name); err != nil && !errors.Is(err, errs.NotFound) {
-		return fmt.Errorf("removing old xray: %w", err)
+	rts := w.r.rts.All()
+	if w.cur != nil {
+		rts = append([]runtime.Runtime{w.cur.rt}, rts...)
+	}
+	for _, old := range rts {
+		if err := old.Remove(ctx, w.name); err != nil && !errors.Is(err, errs.NotFound) {
+			return fmt.Errorf("removing old xray from %s: %w", old.Kind(), err)
+		}
 	}
 	if _, err := rt.Create(ctx, rs); err != nil {
 		return err
@@ -680,12 +738,14 @@ func (w *worker) replace(ctx context.Context, rs runtime.Spec) error {
 // config (still on disk) and API address; its users are added again.
 func (w *worker) restore(ctx context.Context, prev *instance) {
 	if prev == nil {
-		_ = w.r.rt.Remove(ctx, w.name)
+		for _, rt := range w.r.rts.All() {
+			_ = rt.Remove(ctx, w.name)
+		}
 		w.setInstance(nil)
 		return
 	}
-	image, command, mounts, err := w.r.workloadImage(ctx, w.dir)
-	priv := w.r.privilegesFor(prev.spec)
+	image, command, mounts, err := w.r.workloadImage(ctx, prev.rt, w.dir)
+	priv := w.r.privilegesFor(prev.rt, prev.spec)
 	if err == nil {
 		cfg, berr := xray.BuildConfig(prev.spec)
 		if err = berr; err == nil {
@@ -705,14 +765,14 @@ func (w *worker) restore(ctx context.Context, prev *instance) {
 			Restart: runtime.RestartPolicy{Name: runtime.RestartAlways},
 		}
 		priv.apply(&rs)
-		err = w.replace(ctx, rs)
+		err = w.replace(ctx, prev.rt, rs)
 	}
 	if err != nil {
 		w.log.Error("restoring the previous xray", logkey.Err, err)
 		w.setInstance(nil)
 		return
 	}
-	w.log.Warn("previous xray restored after a failed deploy")
+	w.log.Warn("previous xray restored after a failed deploy", logkey.Runtime, prev.rt.Kind())
 	// The worker finds the new instance (and re-adds users) on its next
 	// instance check.
 	w.r.mu.Lock()
@@ -750,17 +810,17 @@ func (w *worker) waitAPI(ctx context.Context, in *instance) error {
 // with the last lines it wrote.
 func (w *worker) exited(in *instance) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
-		wl, err := w.r.rt.Inspect(ctx, in.workload)
+		wl, err := in.rt.Inspect(ctx, in.workload)
 		if err != nil || wl.State == runtime.StateRunning {
 			return nil
 		}
-		return errs.New(errs.Invalid, "xray exited with code %d: %s", wl.ExitCode, w.tail(ctx, in.workload))
+		return errs.New(errs.Invalid, "xray exited with code %d: %s", wl.ExitCode, w.tail(ctx, in.rt, in.workload))
 	}
 }
 
 // tail returns the last lines a workload wrote, on one line.
-func (w *worker) tail(ctx context.Context, id string) string {
-	s, err := w.r.rt.Logs(ctx, id, runtime.LogOptions{Tail: 5})
+func (w *worker) tail(ctx context.Context, rt runtime.Runtime, id string) string {
+	s, err := rt.Logs(ctx, id, runtime.LogOptions{Tail: 5})
 	if err != nil {
 		return "(no output)"
 	}
@@ -777,8 +837,10 @@ func (w *worker) tail(ctx context.Context, id string) string {
 // teardown removes the server's workload and files once it is deleted.
 func (w *worker) teardown(ctx context.Context) (bool, error) {
 	w.retire(ctx)
-	if err := w.r.rt.Remove(ctx, w.name); err != nil && !errors.Is(err, errs.NotFound) {
-		return false, fmt.Errorf("removing xray of deleted server: %w", err)
+	for _, rt := range w.r.rts.All() {
+		if err := rt.Remove(ctx, w.name); err != nil && !errors.Is(err, errs.NotFound) {
+			return false, fmt.Errorf("removing xray of deleted server from %s: %w", rt.Kind(), err)
+		}
 	}
 	w.setInstance(nil)
 	if err := os.RemoveAll(w.dir); err != nil {
@@ -797,7 +859,11 @@ func (w *worker) teardown(ctx context.Context) (bool, error) {
 // fail reports that want could not be applied.
 func (w *worker) fail(ctx context.Context, want server.Server, err error) {
 	w.log.Warn("server not applied", logkey.Revision, want.Revision, logkey.Err, err)
-	w.report(ctx, want, server.Status{State: server.StateFailed, Reason: err.Error(), Code: errs.CodeOf(err), AppliedRevision: w.appliedRevision()}, err)
+	st := server.Status{State: server.StateFailed, Reason: err.Error(), Code: errs.CodeOf(err), AppliedRevision: w.appliedRevision()}
+	if w.cur != nil {
+		st.Runtime = string(w.cur.rt.Kind()) // what still serves
+	}
+	w.report(ctx, want, st, err)
 }
 
 // appliedRevision is the revision of the spec that runs, kept in a
@@ -812,7 +878,7 @@ func (w *worker) appliedRevision() uint64 {
 // report records a status and publishes its event, once per outcome. A
 // status that cannot be recorded now (NATS down) is retried by step.
 func (w *worker) report(ctx context.Context, srv server.Server, st server.Status, cause error) {
-	key := specKey(srv)
+	key := srv.SpecKey()
 	if w.reportedKey == key && w.reported.State == st.State && w.reported.Reason == st.Reason && sameCounts(w.reported, st) && w.statusDue == nil {
 		return // the same outcome for the same spec (the record's revision moves with every status write)
 	}

@@ -91,6 +91,9 @@ func New(req server.CreateRequest, id string, now time.Time) (server.Server, err
 	if !nameRe.MatchString(req.Name) {
 		fe.add("name", NameRule)
 	}
+	if req.Runtime != "" && !slices.Contains(server.Runtimes, req.Runtime) {
+		fe.add("runtime", server.RuntimeRule)
+	}
 	ins := normInbounds(&fe, req.Inbounds)
 	if err := fe.err(); err != nil {
 		return server.Server{}, err
@@ -104,6 +107,7 @@ func New(req server.CreateRequest, id string, now time.Time) (server.Server, err
 		Node:      req.Node,
 		Name:      req.Name,
 		Engine:    server.EngineXray,
+		Runtime:   req.Runtime,
 		Inbounds:  inbounds,
 		Status:    server.Status{State: server.StatePending},
 		CreatedAt: now,
@@ -121,6 +125,9 @@ func CheckUpdate(req server.UpdateRequest) error {
 	if req.Name != nil && !nameRe.MatchString(*req.Name) {
 		fe.add("name", NameRule)
 	}
+	if req.Runtime != nil && *req.Runtime != "" && !slices.Contains(server.Runtimes, *req.Runtime) {
+		fe.add("runtime", server.RuntimeRule)
+	}
 	if req.Inbounds != nil {
 		normInbounds(&fe, *req.Inbounds)
 	}
@@ -131,7 +138,8 @@ func CheckUpdate(req server.UpdateRequest) error {
 type Change struct {
 	// Changed is false when the update left the server as it was.
 	Changed bool
-	// SpecChanged is set when the inbounds changed: what the agent runs.
+	// SpecChanged is set when the inbounds or the runtime changed: what
+	// the agent runs, or where.
 	SpecChanged bool
 }
 
@@ -149,6 +157,12 @@ func Apply(s *server.Server, req server.UpdateRequest) (Change, error) {
 	if req.Name != nil && *req.Name != s.Name {
 		s.Name = *req.Name
 		c.Changed = true
+	}
+	if req.Runtime != nil && *req.Runtime != s.Runtime {
+		s.Runtime = *req.Runtime
+		s.Status.State = server.StatePending
+		s.Status.Reason = ""
+		c.Changed, c.SpecChanged = true, true
 	}
 	if req.Inbounds != nil {
 		var fe fields
