@@ -53,6 +53,9 @@ type Config struct {
 	// when PublicURL is empty; anyone else's are ignored.
 	TrustedProxies []string `flag:"trusted-proxies" env:"VPN_GATEWAY_TRUSTED_PROXIES" help:"reverse proxies (CIDRs or IPs, comma-separated) whose X-Forwarded-Host and X-Forwarded-Proto set subscription URLs when --public-url is empty"`
 	AdminTokenFile string   `flag:"admin-token-file" env:"VPN_GATEWAY_ADMIN_TOKEN_FILE" help:"on first start (no token exists), create an admin token and write it to this file, 0600 (empty: do not)"`
+	// AgentBinaries is where /install/ finds the binaries new hosts
+	// download: <name>-linux-<arch>, or <name> built for that platform.
+	AgentBinaries string `flag:"agent-binaries" env:"VPN_GATEWAY_AGENT_BINARIES" help:"directory of the vpn-agent and xray binaries /install/agent.sh installs on new hosts: vpn-agent-linux-arm64 and so on, or vpn-agent and xray built for one platform (empty: this executable's directory, bin/ after make build)"`
 	// BackupTrustDir is the embedded NATS server's trust directory, which
 	// backups made through the API carry; vpnd sets it, a standalone
 	// gateway (whose NATS keeps its own trust) leaves it empty.
@@ -183,6 +186,7 @@ func New(env svc.Env, cfg Config) *Gateway {
 		MaxStreamsPerToken:  cfg.MaxStreams,
 		AuditWindow:         cfg.AuditWindow,
 		BackupTrustDir:      cfg.BackupTrustDir,
+		AgentBinaries:       cfg.AgentBinaries,
 	})}
 }
 

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,10 +35,14 @@ const (
 // credential (a creds file: the JWT the fleet minted and the seed only
 // this host ever had) and the CA of the servers' certificates.
 type Joined struct {
-	Node      string   `json:"node"`
-	URLs      []string `json:"urls"`
-	CredsFile string   `json:"-"`
-	CAFile    string   `json:"-"`
+	Node string   `json:"node"`
+	URLs []string `json:"urls"`
+	// TokenSHA256 is the hex SHA-256 of the join token this host joined
+	// with, so the same token given again is recognised as done (it is
+	// single-use, and may have expired since).
+	TokenSHA256 string `json:"token_sha256,omitempty"`
+	CredsFile   string `json:"-"`
+	CAFile      string `json:"-"`
 }
 
 // DialOptions are the options of the node's connections: its credential,
@@ -81,8 +87,15 @@ func LoadJoined(dataDir string) (Joined, bool, error) {
 // leaves this host, sends its public key with the token's short-lived
 // credential over TLS pinned to the token's CA, and stores the JWT it gets
 // back with the seed. A token works once; a malformed, expired or used
-// token is one clear error and leaves dataDir as it was.
+// token is one clear error and leaves dataDir as it was. The token this
+// host already joined with is no error: Join returns what that join kept
+// and asks nothing of the server, so an installer or a unit that passes
+// the token again on every run keeps working.
 func Join(ctx context.Context, token, dataDir string) (Joined, error) {
+	sum := tokenSHA256(token)
+	if j, ok, err := LoadJoined(dataDir); err == nil && ok && j.TokenSHA256 == sum {
+		return j, nil
+	}
 	tok, err := natsauth.DecodeJoinToken(token)
 	if err != nil {
 		return Joined{}, err
@@ -118,7 +131,7 @@ func Join(ctx context.Context, token, dataDir string) (Joined, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Joined{}, errs.Wrap(errs.Invalid, err, "creating %s", dir)
 	}
-	j := Joined{Node: tok.Node, URLs: resp.URLs, CredsFile: filepath.Join(dir, nodeCredsFile), CAFile: filepath.Join(dir, caFile)}
+	j := Joined{Node: tok.Node, URLs: resp.URLs, TokenSHA256: sum, CredsFile: filepath.Join(dir, nodeCredsFile), CAFile: filepath.Join(dir, caFile)}
 	if len(j.URLs) == 0 {
 		j.URLs = tok.URLs
 	}
@@ -139,4 +152,11 @@ func Join(ctx context.Context, token, dataDir string) (Joined, error) {
 		return Joined{}, errs.Wrap(errs.Invalid, err, "keeping the join record")
 	}
 	return j, nil
+}
+
+// tokenSHA256 is the hex SHA-256 of a join token as given (surrounding
+// space trimmed, as DecodeJoinToken does).
+func tokenSHA256(token string) string {
+	h := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return hex.EncodeToString(h[:])
 }

@@ -223,6 +223,12 @@ func TestTwoNodesJoinAndServeOnlyTheirUsers(t *testing.T) {
 	if _, err := agent.Join(testCtx(t), euToken, t.TempDir()); !errors.Is(err, errs.Unauthorized) && !errors.Is(err, errs.Forbidden) {
 		t.Fatalf("joining twice with one token: %v, want it refused", err)
 	}
+	// On the host that used it, the same token again is done already (an
+	// installer run twice): what the join kept, with no question to the
+	// server, which would refuse the used token.
+	if again, err := agent.Join(testCtx(t), " "+euToken+"\n", eu.dataDir); err != nil || again.Node != "eu1" || again.TokenSHA256 != eu.joined.TokenSHA256 || again.TokenSHA256 == "" {
+		t.Fatalf("joining again with the token this host used: %+v, %v", again, err)
+	}
 
 	_, euPort := f.socksServer("eu1")
 	_, usPort := f.socksServer("us1")

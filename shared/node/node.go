@@ -279,12 +279,14 @@ type AddRequest struct {
 }
 
 // AddResponse carries the join token and the one command to run on the
-// new host.
+// new host: Command where vpn-agent is installed, InstallCommand (set by
+// the gateway, which knows its public URL) to install it from the gateway.
 type AddResponse struct {
-	Enrollment Enrollment `json:"enrollment"`
-	Token      string     `json:"token"`
-	Command    string     `json:"command"`
-	Expires    time.Time  `json:"expires"`
+	Enrollment     Enrollment `json:"enrollment"`
+	Token          string     `json:"token"`
+	Command        string     `json:"command"`
+	InstallCommand string     `json:"install_command,omitempty"`
+	Expires        time.Time  `json:"expires"`
 }
 
 // NodeRequest names one node (revoke).

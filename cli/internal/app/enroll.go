@@ -57,8 +57,11 @@ func (a *app) nodesAddCmd() *cobra.Command {
 		Use:   "add NAME",
 		Short: "Enroll a node and print the one command that joins its host (a single-use join token)",
 		Long: `Enroll a node: it gets the groups given and a join token that works once,
-until it expires. Run the command printed on the new host; its agent trades
-the token for a credential of its own. Adding a pending node again issues a
+until it expires. Run the command printed on the new host: the first line
+installs vpn-agent and Xray from the gateway (GET /install/agent.sh, checked
+against their SHA-256), joins and starts the systemd service; the second
+joins where vpn-agent is installed already. The agent trades the token for
+a credential of its own. Adding a pending node again issues a
 new token (the old one stops working); a joined node must be revoked first.
 Needs an admin token: a join token grants a host access to the bus.`,
 		Example: "  vpn nodes add eu1 --groups eu,de\n  vpn nodes add eu2 --ttl 24h -o json\n  vpn nodes add eu3 -q",
@@ -88,8 +91,14 @@ Needs an admin token: a join token grants a host access to the bus.`,
 				return nil
 			}
 			now := a.env.Now()
-			p.Line("node %s enrolled (groups: %s); on the new host, run:", resp.Enrollment.ID, groupsText(resp.Enrollment.Groups))
+			p.Line("node %s enrolled (groups: %s); on the new host, as root, run:", resp.Enrollment.ID, groupsText(resp.Enrollment.Groups))
 			p.Line("")
+			if resp.InstallCommand != "" {
+				p.Line("  %s", resp.InstallCommand)
+				p.Line("")
+				p.Line("(it installs vpn-agent and Xray from the gateway, joins and starts the service), or, where vpn-agent is installed:")
+				p.Line("")
+			}
 			p.Line("  %s", resp.Command)
 			p.Line("")
 			p.Line("The token works once, until %s (in %s). `vpn nodes enrollments` shows when the node joins.",

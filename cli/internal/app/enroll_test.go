@@ -30,7 +30,8 @@ func joinCommand(t *testing.T, stdout string) natsauth.JoinToken {
 
 // TestNodesEnrollCommands runs `vpn nodes add`, `enrollments`, `groups`
 // and `revoke` against the real gateway and fleet service: add prints the
-// one command to run on the new host and when its token expires (the
+// commands to run on the new host (install from the gateway, or join
+// with vpn-agent installed) and when its token expires (the
 // whole response with -o json, the token alone with -q); revoke asks on a
 // terminal, needs --yes without one, and changes nothing when refused.
 func TestNodesEnrollCommands(t *testing.T) {
@@ -41,14 +42,16 @@ func TestNodesEnrollCommands(t *testing.T) {
 	if tok := joinCommand(t, r.stdout); tok.Node != "eu1" {
 		t.Fatalf("token for node %q", tok.Node)
 	}
-	if !strings.Contains(r.stdout, "node eu1 enrolled (groups: de,eu); on the new host, run:") || !strings.Contains(r.stdout, "The token works once, until ") || !strings.Contains(r.stdout, "(in 1h)") {
+	if !strings.Contains(r.stdout, "node eu1 enrolled (groups: de,eu); on the new host, as root, run:") ||
+		!strings.Contains(r.stdout, "\n  curl -fsSL '"+h.url+"/install/agent.sh' | sh -s -- --token vpnjoin1.") || !strings.Contains(r.stdout, "The token works once, until ") || !strings.Contains(r.stdout, "(in 1h)") {
 		t.Fatalf("add said:\n%s", r.stdout)
 	}
 	var added node.AddResponse
 	if err := json.Unmarshal([]byte(h.must("nodes", "add", "eu2", "-o", "json").stdout), &added); err != nil {
 		t.Fatal(err)
 	}
-	if tok, err := natsauth.DecodeJoinToken(added.Token); err != nil || tok.Node != "eu2" || added.Command != "vpn-agent --join "+added.Token || added.Enrollment.State != node.EnrollPending {
+	if tok, err := natsauth.DecodeJoinToken(added.Token); err != nil || tok.Node != "eu2" || added.Command != "vpn-agent --join "+added.Token ||
+		added.InstallCommand != "curl -fsSL '"+h.url+"/install/agent.sh' | sh -s -- --token "+added.Token || added.Enrollment.State != node.EnrollPending {
 		t.Fatalf("add -o json: %+v (%v)", added, err)
 	}
 	quiet := h.must("nodes", "add", "eu3", "-q").stdout

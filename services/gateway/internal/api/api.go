@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/auth"
+	"github.com/vpnfleet/vpnfleet/services/gateway/internal/install"
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/openapi"
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/problem"
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/sub"
@@ -75,6 +76,9 @@ type Config struct {
 	// BackupTrustDir is the embedded NATS server's trust directory that
 	// backups carry (vpnd sets it); empty: backups hold the streams only.
 	BackupTrustDir string
+	// AgentBinaries is the directory /install/ serves binaries from; empty
+	// is the running executable's.
+	AgentBinaries string
 }
 
 // Server is the API.
@@ -92,6 +96,7 @@ type Server struct {
 	// unauthLog rate-limits the log lines of 401s per remote address.
 	unauthLog *refusals
 	idem      *idempotency
+	binaries  *install.Dir
 	metrics   *metrics
 	routes    []Route
 	doc       []byte
@@ -127,17 +132,18 @@ var pathParams = regexp.MustCompile(`\{([A-Za-z0-9_]+)(\.\.\.)?\}`)
 // New builds the API over env.
 func New(env svc.Env, cfg Config) *Server {
 	s := &Server{
-		cfg:     cfg,
-		env:     env,
-		log:     env.Log.With(logkey.Component, "gateway"),
-		mux:     http.NewServeMux(),
-		tokens:  auth.NewStore(env.JS, cfg.TokenCacheTTL),
-		subs:    sub.NewTokens(env.JS),
-		limit:   auth.NewLimiter(cfg.RatePerSecond, cfg.RateBurst),
-		public:  auth.NewLimiter(cfg.PublicRatePerSecond, cfg.PublicRateBurst),
-		streams: auth.NewSlots(cfg.MaxStreamsPerToken),
-		metrics: newMetrics(env.Metrics),
-		stop:    make(chan struct{}),
+		cfg:      cfg,
+		env:      env,
+		log:      env.Log.With(logkey.Component, "gateway"),
+		mux:      http.NewServeMux(),
+		tokens:   auth.NewStore(env.JS, cfg.TokenCacheTTL),
+		subs:     sub.NewTokens(env.JS),
+		limit:    auth.NewLimiter(cfg.RatePerSecond, cfg.RateBurst),
+		public:   auth.NewLimiter(cfg.PublicRatePerSecond, cfg.PublicRateBurst),
+		streams:  auth.NewSlots(cfg.MaxStreamsPerToken),
+		metrics:  newMetrics(env.Metrics),
+		binaries: install.NewDir(cfg.AgentBinaries),
+		stop:     make(chan struct{}),
 	}
 	s.refusals = newRefusals(cfg.AuditWindow, s.publishAudit)
 	s.unauthLog = s.newUnauthenticatedLog()

@@ -49,6 +49,7 @@ func (s *Server) addNode(w http.ResponseWriter, r *http.Request) error {
 		// The fleet service names the node "node"; this body calls it "name".
 		return renameField(err, "node", "name")
 	}
+	resp.InstallCommand = installCommand(s.publicBase(r), resp.Token)
 	w.Header().Set("Location", "/api/v1/nodes/"+url.PathEscape(resp.Enrollment.ID))
 	return writeJSON(w, http.StatusCreated, resp)
 }

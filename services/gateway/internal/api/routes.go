@@ -57,6 +57,18 @@ func (s *Server) table() []Route {
 			[]openapi.Param{{Name: "format", Description: "base64 (default), clash (mihomo) or sing-box; else picked by User-Agent", Enum: []string{"base64", "clash", "mihomo", "sing-box"}}}),
 			PublicLimited: true, h: s.subscription},
 
+		// Installing an agent on a new host: public, like a package
+		// mirror (nothing here is secret; the join token never passes).
+		{Operation: withType(op("GET", "/install/agent.sh", "install.script", "install",
+			"the agent installer, a POSIX sh script for this gateway: curl -fsSL <gateway>/install/agent.sh | sh -s -- --token <join token>"), "text/x-shellscript"),
+			PublicLimited: true, h: s.installScript},
+		{Operation: withQuery(withType(op("GET", "/install/vpn-agent", "install.agent", "install", "the vpn-agent binary of a platform (its SHA-256 in X-Checksum-Sha256)"), "application/octet-stream"), platformQuery),
+			PublicLimited: true, h: s.installBinary("vpn-agent")},
+		{Operation: withQuery(withType(op("GET", "/install/xray", "install.xray", "install", "the Xray binary of a platform, which the agent runs (its SHA-256 in X-Checksum-Sha256)"), "application/octet-stream"), platformQuery),
+			PublicLimited: true, h: s.installBinary("xray")},
+		{Operation: withQuery(withType(op("GET", "/install/checksums", "install.checksums", "install", "the SHA-256 of a platform's binaries, as sha256sum prints them"), "text/plain"), platformQuery),
+			PublicLimited: true, h: s.installChecksums},
+
 		{Operation: withResp(op("GET", v1+"/status", "status.get", "status", "the gateway, the services behind it and the caller's token"), Status{}), Need: auth.Viewer, h: s.status},
 
 		// Users.

@@ -5,7 +5,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 
@@ -13,6 +16,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/config"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
+	"github.com/vpnfleet/vpnfleet/shared/natsauth"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/svc"
 	"github.com/vpnfleet/vpnfleet/shared/version"
@@ -45,6 +49,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if ok, err := svc.Healthcheck(ctx, "vpn-agent", &c, func() string { return c.Svc.OpsAddr }, args, getenv, stdout); ok {
 		return err
 	}
+	if len(args) > 0 && args[0] == joinCmd {
+		return joinOnly(ctx, &c, args[1:], getenv, stdout)
+	}
 	if err := config.Load("vpn-agent", &c, args, getenv, stdout); err != nil {
 		return err
 	}
@@ -57,6 +64,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	})
 }
 
+// joinCmd is `vpn-agent join [TOKEN]`: join and exit, so an installer
+// joins once, before it installs anything, and the service it starts
+// later finds the credential in the data dir.
+const joinCmd = "join"
+
+// joinOnly trades the token (the argument, else --join or
+// VPN_JOIN_TOKEN) for this node's credential in the data dir and returns.
+// The token this host already joined with succeeds again at once.
+func joinOnly(ctx context.Context, c *cfg, args []string, getenv func(string) string, stdout io.Writer) error {
+	var token string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		token, args = args[0], args[1:]
+	}
+	if err := config.Load("vpn-agent join", c, args, getenv, stdout); err != nil {
+		return err
+	}
+	if token != "" {
+		c.Join = token
+	}
+	if c.Join == "" {
+		return errs.Field("join", "is required: vpn-agent join TOKEN, or VPN_JOIN_TOKEN (`vpn nodes add NAME` prints a token)")
+	}
+	if err := useNodeCredential(ctx, c); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "joined as node %s (credential in %s)\n", c.Agent.NodeID, filepath.Join(c.DataDir, "nats"))
+	return nil
+}
+
 // useNodeCredential joins with --join, or finds the credential an earlier
 // join kept, and dials NATS with it: the node's URLs (unless --nats-url is
 // given), its creds file, its CA and its own inbox prefix. Without either,
@@ -65,6 +101,9 @@ func useNodeCredential(ctx context.Context, c *cfg) error {
 	var j agent.Joined
 	switch {
 	case c.Join != "":
+		if err := tokenFor(c.Join, c.Agent.NodeID); err != nil {
+			return err
+		}
 		joined, err := agent.Join(ctx, c.Join, c.DataDir)
 		if err != nil {
 			return err
@@ -100,5 +139,23 @@ func useNodeCredential(ctx context.Context, c *cfg) error {
 		return err
 	}
 	c.Svc.DialOptions = append(c.Svc.DialOptions, opts...)
+	return nil
+}
+
+// tokenFor refuses, before anything is sent or written, a token that
+// enrolls another node than --node-id names. A token that does not decode
+// is left to agent.Join, which says why (or accepts the token this host
+// already joined with, even once expired).
+func tokenFor(token, nodeID string) error {
+	if nodeID == "" {
+		return nil
+	}
+	tok, err := natsauth.DecodeJoinToken(token)
+	if err != nil {
+		return nil
+	}
+	if tok.Node != nodeID {
+		return errs.Field("node_id", "must be "+tok.Node+", the node this join token enrolls (or be left out)")
+	}
 	return nil
 }
