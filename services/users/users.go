@@ -14,9 +14,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +37,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
+	"github.com/vpnfleet/vpnfleet/shared/natsauth"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/svc"
 	"github.com/vpnfleet/vpnfleet/shared/usage"
@@ -49,9 +54,16 @@ type Config struct {
 	JobBatch        int           `flag:"job-batch" env:"VPN_USERS_JOB_BATCH" help:"items per JOBS message (one atomic write of each kind per batch)"`
 	JobTimeout      time.Duration `flag:"job-timeout" env:"VPN_USERS_JOB_TIMEOUT" help:"time limit of a job create request (validation of the whole input) and of applying one batch"`
 	UsageMaxRate    int64         `flag:"usage-max-rate" env:"VPN_USERS_USAGE_MAX_RATE" help:"bytes per second a node can move at most; a usage record claiming more over its window is refused"`
+	// NATSTrust and JoinURLs let a standalone registry on a NATS cluster
+	// enroll nodes: the signer directory `vpn-cluster init` writes (the
+	// account signing key, the JWTs and the CA; never the operator key,
+	// so revoking stays with the operator) and the URLs join tokens list.
+	NATSTrust string   `flag:"nats-trust" env:"VPN_USERS_NATS_TRUST" help:"signer directory written by 'vpn-cluster init' (<dir>/signer): mint node credentials and join tokens with it; revoking needs the operator key and answers unavailable"`
+	JoinURLs  []string `flag:"join-urls" env:"VPN_USERS_JOIN_URLS" help:"NATS URLs a join token lists (tls://host:port, comma-separated), with --nats-trust"`
 	// Fleet signs node credentials (join, revoke); nil in a registry that
 	// does not hold the keys, whose fleet endpoints then answer
-	// Unavailable. Not a flag: vpnd passes its own.
+	// Unavailable. Not a flag: vpnd passes its own; --nats-trust makes
+	// one that cannot revoke.
 	Fleet *fleet.Authority
 }
 
@@ -92,7 +104,38 @@ func (c Config) Validate() error {
 	if c.NameClaimGrace <= c.RequestTimeout {
 		fe = append(fe, errs.FieldError{Field: "name_claim_grace", Rule: "must exceed request_timeout"})
 	}
+	if c.NATSTrust != "" && len(c.JoinURLs) == 0 {
+		fe = append(fe, errs.FieldError{Field: "join_urls", Rule: "must be set with nats_trust (the URLs agents dial)"})
+	}
+	if c.NATSTrust == "" && len(c.JoinURLs) > 0 {
+		fe = append(fe, errs.FieldError{Field: "join_urls", Rule: "needs nats_trust"})
+	}
+	for i, u := range c.JoinURLs {
+		if !strings.HasPrefix(u, "tls://") {
+			fe = append(fe, errs.FieldError{Field: fmt.Sprintf("join_urls[%d]", i), Rule: "must be tls://host:port (agents join over TLS)"})
+		}
+	}
 	return errs.Fields(fe...)
+}
+
+// signerAuthority is the fleet authority of a registry given --nats-trust:
+// it mints node and join credentials with the account signing key, pins
+// the CA kept next to it (ca.pem), and cannot revoke.
+func signerAuthority(cfg Config) (*fleet.Authority, error) {
+	trust, err := natsauth.LoadSigner(cfg.NATSTrust)
+	if err != nil {
+		return nil, err
+	}
+	caFile := filepath.Join(cfg.NATSTrust, "ca.pem")
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, errs.Wrap(errs.Invalid, err, "reading the CA agents pin (%s)", caFile)
+	}
+	block, _ := pem.Decode(caPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errs.New(errs.Invalid, "%s holds no PEM certificate", caFile)
+	}
+	return &fleet.Authority{Trust: trust, URLs: cfg.JoinURLs, CAFingerprint: natsauth.Fingerprint(block.Bytes), CAPEM: caPEM}, nil
 }
 
 // Run runs the registry until ctx ends, then stops taking requests, drains
@@ -109,6 +152,13 @@ func Run(ctx context.Context, cfg Config, env svc.Env) error {
 func run(ctx context.Context, cfg Config, env svc.Env) error {
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	if cfg.Fleet == nil && cfg.NATSTrust != "" {
+		a, err := signerAuthority(cfg)
+		if err != nil {
+			return err
+		}
+		cfg.Fleet = a
 	}
 	log := env.Log.With(logkey.Component, "users")
 	reg, err := registry.Open(ctx, env.JS, log, registry.Options{ClaimGrace: cfg.NameClaimGrace, Usage: registry.Limits{MaxRate: cfg.UsageMaxRate}})

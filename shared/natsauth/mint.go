@@ -146,6 +146,9 @@ func (t *Trust) JoinCredential(tokenID string, expires time.Time) (Credential, e
 // account updates (Revoke) and read the servers' own events. It has no
 // access to product traffic.
 func (t *Trust) SystemCredential(name string) (Credential, error) {
+	if t.system == nil {
+		return Credential{}, errs.New(errs.Unavailable, "minting a system user needs the system account key, which this trust (a signer directory) does not hold")
+	}
 	kp, err := nkeys.CreateUser()
 	if err != nil {
 		return Credential{}, fmt.Errorf("creating a user key: %w", err)

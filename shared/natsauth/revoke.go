@@ -44,6 +44,9 @@ func (t *Trust) Revoke(ctx context.Context, nc *nats.Conn, userPublicKey string)
 	if !nkeys.IsValidPublicUserKey(userPublicKey) {
 		return errs.Field("public_key", "must be a NATS user public key (U...)")
 	}
+	if !t.CanRevoke() {
+		return errs.New(errs.Unavailable, "revoking needs the operator key, which this trust (a signer directory) does not hold")
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c, err := jwt.DecodeAccountClaims(t.appJWT)

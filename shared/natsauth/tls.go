@@ -302,9 +302,11 @@ func (t *TLS) issueServerCert(caKey *ecdsa.PrivateKey, dnsNames []string, ips []
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(certLifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     dnsNames,
-		IPAddresses:  ips,
+		// Client auth too: the nodes of a cluster present it to each
+		// other on their TLS routes, which verify both ends.
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:    dnsNames,
+		IPAddresses: ips,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, t.ca, &key.PublicKey, caKey)
 	if err != nil {

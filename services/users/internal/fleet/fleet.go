@@ -262,6 +262,10 @@ func (f *Fleet) Revoke(ctx context.Context, req node.NodeRequest) (node.Enrollme
 	if err != nil {
 		return node.Enrollment{}, err
 	}
+	if auth.System == nil || !auth.Trust.CanRevoke() {
+		// Checked before the enrollment changes: nothing half-done.
+		return node.Enrollment{}, errs.New(errs.Unavailable, "this registry mints node credentials with the account signing key only; revoking needs the operator key, which stays with the operator (vpnd holds it; a cluster's is in vpn-cluster init's <dir>/operator)")
+	}
 	en, err := f.Get(ctx, req.Node)
 	if err != nil {
 		return node.Enrollment{}, err
