@@ -319,6 +319,7 @@ func TestSingBoxProfileIsUsableAsDelivered(t *testing.T) {
 			Tag       string   `json:"tag"`
 			Server    string   `json:"server"`
 			Outbounds []string `json:"outbounds"`
+			Default   string   `json:"default"`
 		} `json:"outbounds"`
 		Route struct {
 			Final string `json:"final"`
@@ -357,8 +358,61 @@ func TestSingBoxProfileIsUsableAsDelivered(t *testing.T) {
 	if got := get("auto", "urltest"); fmt.Sprint(got) != fmt.Sprint(proxies) {
 		t.Errorf("urltest over %v, want %v", got, proxies)
 	}
+	if d := sb.Outbounds[byTag["proxy"]].Default; d != "auto" {
+		t.Errorf("the selector defaults to %q, want auto: a client must fail over unless its user picks a server", d)
+	}
 	get("direct", "direct")
 	if sb.Route.Final != "proxy" {
 		t.Errorf("route.final %q, want proxy", sb.Route.Final)
+	}
+}
+
+// A Clash client fails over by itself: the group traffic goes to offers
+// "auto" (a url-test over every proxy) first, and a proxy named like a
+// group is renamed so that every name stays unique.
+func TestClashFailsOverByDefault(t *testing.T) {
+	ls := oneLinkPerProtocol()
+	ls = append(ls, user.Link{Server: "s2", Protocol: user.SOCKS5, URL: links.Build(links.Params{Protocol: user.SOCKS5, Host: "h2", Port: 1080, Name: "auto", Username: "u", Password: "p"})})
+	y, err := links.Clash(ls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clash struct {
+		Proxies []links.ClashProxy `yaml:"proxies"`
+		Groups  []struct {
+			Name     string   `yaml:"name"`
+			Type     string   `yaml:"type"`
+			Proxies  []string `yaml:"proxies"`
+			URL      string   `yaml:"url"`
+			Interval int      `yaml:"interval"`
+		} `yaml:"proxy-groups"`
+		Rules []string `yaml:"rules"`
+	}
+	if err := yaml.Unmarshal(y, &clash); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	seen := map[string]bool{}
+	for _, p := range clash.Proxies {
+		names = append(names, p.Name)
+		seen[p.Name] = true
+	}
+	for _, g := range clash.Groups {
+		if seen[g.Name] {
+			t.Fatalf("%q names a proxy and a group:\n%s", g.Name, y)
+		}
+	}
+	if len(clash.Groups) != 2 {
+		t.Fatalf("groups %+v, want a select and a url-test", clash.Groups)
+	}
+	sel, auto := clash.Groups[0], clash.Groups[1]
+	if sel.Type != "select" || fmt.Sprint(sel.Proxies) != fmt.Sprint(append([]string{auto.Name}, names...)) {
+		t.Errorf("select group %+v, want %s first, then every proxy", sel, auto.Name)
+	}
+	if auto.Type != "url-test" || fmt.Sprint(auto.Proxies) != fmt.Sprint(names) || auto.URL == "" || auto.Interval <= 0 {
+		t.Errorf("automatic group %+v, want a url-test over every proxy with a probe", auto)
+	}
+	if len(clash.Rules) != 1 || clash.Rules[0] != "MATCH,"+sel.Name {
+		t.Errorf("rules %v, want everything to %s", clash.Rules, sel.Name)
 	}
 }

@@ -90,8 +90,20 @@ type ClashProxy struct {
 	Password    string `yaml:"password,omitempty"`
 }
 
-// Clash renders links as a Clash/mihomo config with a proxies list and one
-// select group holding them all.
+// Groups of the Clash config around the proxies, and how the automatic
+// group tests them (the probe both clients use by default).
+const (
+	clashSelect   = "vpnfleet"
+	clashURLTest  = "auto"
+	probeURL      = "https://www.gstatic.com/generate_204"
+	probeInterval = 300 // seconds
+)
+
+// Clash renders links as a Clash/mihomo config: the proxies, a url-test
+// group "auto" over them (the client moves to a server that answers when
+// the one in use stops), and a select group "vpnfleet" offering "auto"
+// first, so that failing over is what a client does unless its user picks
+// a server by hand.
 func Clash(links []user.Link) ([]byte, error) {
 	ps, err := parsed(links)
 	if err != nil {
@@ -100,17 +112,29 @@ func Clash(links []user.Link) ([]byte, error) {
 	proxies := make([]ClashProxy, 0, len(ps))
 	names := make([]string, 0, len(ps))
 	for _, p := range ps {
-		c := ClashProxy{Name: p.Name, Server: p.Host, Port: p.Port}
+		name := p.Name
+		switch name {
+		case clashSelect, clashURLTest:
+			name += " (server)"
+		}
+		c := ClashProxy{Name: name, Server: p.Host, Port: p.Port}
 		if k, ok := kinds[p.Protocol]; ok {
 			k.clash(p, &c)
 		}
 		proxies = append(proxies, c)
-		names = append(names, p.Name)
+		names = append(names, name)
+	}
+	groups := []map[string]any{{"name": clashSelect, "type": "select", "proxies": names}}
+	if len(names) > 0 {
+		groups = []map[string]any{
+			{"name": clashSelect, "type": "select", "proxies": append([]string{clashURLTest}, names...)},
+			{"name": clashURLTest, "type": "url-test", "proxies": names, "url": probeURL, "interval": probeInterval},
+		}
 	}
 	doc := map[string]any{
 		"proxies":      proxies,
-		"proxy-groups": []map[string]any{{"name": "vpnfleet", "type": "select", "proxies": names}},
-		"rules":        []string{"MATCH,vpnfleet"},
+		"proxy-groups": groups,
+		"rules":        []string{"MATCH," + clashSelect},
 	}
 	out, err := yaml.Marshal(doc)
 	if err != nil {
@@ -127,6 +151,8 @@ type SingBoxOutbound struct {
 	Server     string      `json:"server,omitempty"`
 	ServerPort int         `json:"server_port,omitempty"`
 	Outbounds  []string    `json:"outbounds,omitempty"`
+	Default    string      `json:"default,omitempty"`
+	URL        string      `json:"url,omitempty"`
 	UUID       string      `json:"uuid,omitempty"`
 	Flow       string      `json:"flow,omitempty"`
 	Method     string      `json:"method,omitempty"`
@@ -164,8 +190,9 @@ const (
 // SingBox renders links as a sing-box profile usable as delivered: a mixed
 // (SOCKS and HTTP) inbound on 127.0.0.1:2080, one outbound per link, a
 // selector "proxy" over every proxy plus "auto" (a urltest over every
-// proxy), a direct outbound, and a route whose final outbound is the
-// selector. With no links, traffic into the inbound is rejected rather than
+// proxy, which moves to a server that answers when the one in use stops),
+// defaulting to "auto", a direct outbound, and a route whose final
+// outbound is the selector. With no links, traffic into the inbound is rejected rather than
 // sent direct.
 func SingBox(links []user.Link) ([]byte, error) {
 	ps, err := parsed(links)
@@ -190,8 +217,8 @@ func SingBox(links []user.Link) ([]byte, error) {
 	route := map[string]any{}
 	if len(tags) > 0 {
 		outs = append(outs,
-			SingBoxOutbound{Type: "selector", Tag: singBoxSelector, Outbounds: append(append([]string{}, tags...), singBoxURLTest)},
-			SingBoxOutbound{Type: "urltest", Tag: singBoxURLTest, Outbounds: tags})
+			SingBoxOutbound{Type: "selector", Tag: singBoxSelector, Outbounds: append(append([]string{}, tags...), singBoxURLTest), Default: singBoxURLTest},
+			SingBoxOutbound{Type: "urltest", Tag: singBoxURLTest, Outbounds: tags, URL: probeURL})
 		route["final"] = singBoxSelector
 	} else {
 		route["rules"] = []map[string]any{{"inbound": []string{singBoxInbound}, "action": "reject"}}
