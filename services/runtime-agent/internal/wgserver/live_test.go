@@ -75,9 +75,15 @@ func tunnelURL(target, path string) string {
 	return strings.Replace(target, "127.0.0.1", hostAlias, 1) + path
 }
 
-// fetch gets n bytes from target through u's tunnel.
+// fetch gets n bytes from target (on the host's loopback) through u's
+// tunnel, by the server's host alias.
 func (u *user) fetch(target string, n int, timeout time.Duration) error {
-	resp, err := u.client.HTTP(timeout).Get(tunnelURL(target, fmt.Sprintf("/bytes?n=%d", n)))
+	return u.fetchURL(tunnelURL(target, ""), n, timeout)
+}
+
+// fetchURL gets n bytes from the target at base through u's tunnel.
+func (u *user) fetchURL(base string, n int, timeout time.Duration) error {
+	resp, err := u.client.HTTP(timeout).Get(base + fmt.Sprintf("/bytes?n=%d", n))
 	if err != nil {
 		return err
 	}

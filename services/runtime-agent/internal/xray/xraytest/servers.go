@@ -81,6 +81,13 @@ const TargetBody = "hello through the tunnel"
 // download over one connection. It is closed in t.Cleanup.
 func StartHTTPTarget(t testing.TB) string {
 	t.Helper()
+	return StartHTTPTargetOn(t, "127.0.0.1:0")
+}
+
+// StartHTTPTargetOn is StartHTTPTarget listening on addr (host:port),
+// e.g. a tunnel interface's own address.
+func StartHTTPTargetOn(t testing.TB, addr string) string {
+	t.Helper()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(TargetBody))
@@ -111,7 +118,14 @@ func StartHTTPTarget(t testing.TB) string {
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 		streamBody(w, n, rate)
 	})
-	srv := httptest.NewServer(mux)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listening on %s for an http target: %v", addr, err)
+	}
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
