@@ -27,7 +27,7 @@ import (
 const hostAlias = "10.8.0.1"
 
 // startNetstack runs vpn-wireguard in netstack mode.
-func startNetstack(t *testing.T) *wgtest.Server {
+func startNetstack(t testing.TB) *wgtest.Server {
 	return wgtest.Start(t, wgtest.Binary(t), "--mode", "netstack", "--host-alias", hostAlias)
 }
 
@@ -41,7 +41,7 @@ type user struct {
 
 // addUser adds a peer for a new user at addr and brings up the user's
 // client from the `.conf` rendered for them.
-func addUser(t *testing.T, srv *wgtest.Server, id string, addr netip.Addr) *user {
+func addUser(t testing.TB, srv *wgtest.Server, id string, addr netip.Addr) *user {
 	t.Helper()
 	priv, err := wgconf.GeneratePrivateKey()
 	if err != nil {
@@ -284,7 +284,7 @@ func TestBadPeerRefusedNamingTheField(t *testing.T) {
 }
 
 // startEcho serves a line echo on loopback until t ends.
-func startEcho(t *testing.T) *net.TCPAddr {
+func startEcho(t testing.TB) *net.TCPAddr {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

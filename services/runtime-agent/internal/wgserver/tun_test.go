@@ -18,7 +18,7 @@ import (
 // requireTUN skips a test that needs root and /dev/net/tun where the
 // machine has neither, with a message, and fails it instead when
 // REQUIRE_TUN=1 (as CI, which runs as root, may set).
-func requireTUN(t *testing.T) {
+func requireTUN(t testing.TB) {
 	t.Helper()
 	_, err := os.Stat("/dev/net/tun")
 	if os.Geteuid() == 0 && err == nil {

@@ -88,9 +88,13 @@ func readSet(r *bufio.Reader) ([]byte, error) {
 	}
 }
 
+// mayUnroute tells whether a `set=1` body may have taken an address away
+// from a peer that had it: a removal, a replacement of every peer, or a
+// change of existing peers only (update_only, as wireguard.RemovePeers
+// cuts a peer). Adding peers, the common bulk change, does not sweep.
 func mayUnroute(body []byte) bool {
-	return bytes.Contains(body, []byte("remove=true")) || bytes.Contains(body, []byte("replace_allowed_ips=true")) ||
-		bytes.Contains(body, []byte("replace_peers=true"))
+	return bytes.Contains(body, []byte("remove=true")) || bytes.Contains(body, []byte("replace_peers=true")) ||
+		bytes.Contains(body, []byte("update_only=true"))
 }
 
 // sweep ends the netstack flows whose source no peer routes any more.
