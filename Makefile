@@ -41,7 +41,7 @@ AGENT_IMAGE ?= vpnfleet/vpn-agent:local
 # copied from the build host.
 CA_BUNDLE   ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build run test bench lint fmt clean xray xray-stock xray-image proto image agent-image ca-bundle tools
+.PHONY: all build run test bench lint fmt clean xray xray-stock wireguard xray-image proto image agent-image ca-bundle tools
 
 all: build
 
@@ -63,6 +63,11 @@ xray:
 xray-stock:
 	@mkdir -p $(BIN)
 	cd services/runtime-agent && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/xray-stock github.com/xtls/xray-core/main
+
+## wireguard: build vpn-wireguard (the userspace WireGuard workload: wireguard-go with netstack forwarding or a TUN device, peers set live over UAPI) into bin/vpn-wireguard; its tests build it themselves with go build (or use VPN_WIREGUARD_BIN), so `make test` needs no step for it
+wireguard:
+	@mkdir -p $(BIN)
+	cd services/runtime-agent && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/vpn-wireguard ./cmd/vpn-wireguard
 
 ## proto: regenerate the session extension's Go code from its .proto (needs protoc: apt-get install protobuf-compiler)
 PROTOC_GEN_GO      ?= google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
