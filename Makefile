@@ -15,6 +15,7 @@ CMDS := ./services/vpnd/cmd/vpnd \
         ./services/users/cmd/vpn-users \
         ./services/health/cmd/vpn-health \
         ./services/runtime-agent/cmd/vpn-agent \
+        ./services/vpnd/cmd/vpn-cluster \
         ./cli/cmd/vpn
 # staticcheck, pinned, built from the module proxy by `go run` (a
 # version-suffixed `go run` ignores go.work, so no module depends on it). It
@@ -37,11 +38,18 @@ XRAY_IMAGE  ?= vpnfleet/xray:$(XRAY_VERSION)
 # docker-compose.yml runs $(VPND_IMAGE).
 VPND_IMAGE  ?= vpnfleet/vpnd:local
 AGENT_IMAGE ?= vpnfleet/vpn-agent:local
+# The reference cluster (deploy/cluster): nats-server from the module
+# shared/go.mod pins, and the standalone services (deploy/Dockerfile).
+NATS_IMAGE    ?= vpnfleet/nats:local
+USERS_IMAGE   ?= vpnfleet/vpn-users:local
+GATEWAY_IMAGE ?= vpnfleet/vpn-gateway:local
+HEALTH_IMAGE  ?= vpnfleet/vpn-health:local
+export NATS_IMAGE USERS_IMAGE GATEWAY_IMAGE HEALTH_IMAGE AGENT_IMAGE
 # The CA bundle the images carry (HTTPS notifiers, OTLP, TLS to NATS),
 # copied from the build host.
 CA_BUNDLE   ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build run test bench lint fmt clean xray xray-stock wireguard xray-image proto image agent-image ca-bundle tools
+.PHONY: all build run test bench lint fmt clean xray xray-stock wireguard xray-image proto image agent-image ca-bundle tools nats-server nats-image service-images cluster-images cluster-up cluster-check cluster-down
 
 all: build
 
@@ -91,6 +99,36 @@ image: build xray ca-bundle
 ## agent-image: the vpn-agent image with Xray (deploy/agent.Dockerfile, tag $(AGENT_IMAGE))
 agent-image: build xray ca-bundle
 	docker build -q -f deploy/agent.Dockerfile -t $(AGENT_IMAGE) .
+
+## nats-server: the nats-server pinned by shared/go.mod, static, into bin/nats-server
+nats-server:
+	@mkdir -p $(BIN)
+	cd shared && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
+
+## nats-image: a FROM-scratch image of bin/nats-server (deploy/nats.Dockerfile, tag $(NATS_IMAGE))
+nats-image: nats-server
+	docker build -q -f deploy/nats.Dockerfile -t $(NATS_IMAGE) .
+
+## service-images: vpn-users, vpn-gateway and vpn-health images (deploy/Dockerfile)
+service-images: build ca-bundle
+	docker build -q -f deploy/Dockerfile --build-arg BIN=vpn-users -t $(USERS_IMAGE) .
+	docker build -q -f deploy/Dockerfile --build-arg BIN=vpn-gateway -t $(GATEWAY_IMAGE) .
+	docker build -q -f deploy/Dockerfile --build-arg BIN=vpn-health -t $(HEALTH_IMAGE) .
+
+## cluster-images: every image deploy/cluster runs
+cluster-images: nats-image service-images agent-image
+
+## cluster-up: the reference cluster (3 NATS, users/gateway/health x2, 2 agents) on this machine's Docker (README "Cluster")
+cluster-up: cluster-images
+	deploy/cluster/up.sh
+
+## cluster-check: create a user, connect through both agents, kill a NATS container, connect again (deploy/cluster/check.sh)
+cluster-check:
+	deploy/cluster/check.sh
+
+## cluster-down: stop and remove the cluster's containers and network (its keys and data stay in bin/cluster)
+cluster-down:
+	deploy/cluster/down.sh
 
 ## ca-bundle: the build host's CA certificates into bin/, for the images
 ca-bundle:
