@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -38,6 +39,9 @@ const (
 	udpIdle = 2 * time.Minute
 	// maxInFlight bounds TCP handshakes being forwarded at once.
 	maxInFlight = 1024
+	// batchSize is how many packets one Read may hand the device (and how
+	// many the stack may queue for it), as wireguard-go batches them.
+	batchSize = conn.IdealBatchSize
 )
 
 // netstackTUN is a tun.Device backed by a gVisor stack in promiscuous
@@ -70,7 +74,7 @@ func newNetstack(ctx context.Context, mtu int, allowPrivate bool, alias netip.Ad
 		ep:       channel.New(1024, uint32(mtu), ""),
 		stack:    s,
 		events:   make(chan tun.Event, 1),
-		incoming: make(chan *buffer.View),
+		incoming: make(chan *buffer.View, batchSize),
 		mtu:      mtu,
 		log:      log,
 		allowAll: allowPrivate,
@@ -266,9 +270,12 @@ func (t *netstackTUN) Name() (string, error)    { return "netstack", nil }
 func (t *netstackTUN) File() *os.File           { return nil }
 func (t *netstackTUN) Events() <-chan tun.Event { return t.events }
 func (t *netstackTUN) MTU() (int, error)        { return t.mtu, nil }
-func (t *netstackTUN) BatchSize() int           { return 1 }
+func (t *netstackTUN) BatchSize() int           { return batchSize }
 
-// Read hands wireguard-go the next packet the stack sends.
+// Read hands wireguard-go the packets the stack sent: it waits for one,
+// then takes those already queued, up to len(bufs), so that the device
+// encrypts and sends them as one batch (one sendmmsg) instead of one
+// system call each.
 func (t *netstackTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	var view *buffer.View
 	select {
@@ -276,13 +283,24 @@ func (t *netstackTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 	case <-t.ctx.Done():
 		return 0, os.ErrClosed
 	}
-	n, err := view.Read(bufs[0][offset:])
-	view.Release()
-	if err != nil {
-		return 0, err
+	n := 0
+	for {
+		k, err := view.Read(bufs[n][offset:])
+		view.Release()
+		if err != nil {
+			return n, err
+		}
+		sizes[n] = k
+		n++
+		if n == len(bufs) {
+			return n, nil
+		}
+		select {
+		case view = <-t.incoming:
+		default:
+			return n, nil
+		}
 	}
-	sizes[0] = n
-	return 1, nil
 }
 
 // Write injects decrypted packets into the stack.
