@@ -72,6 +72,7 @@ func BenchmarkWireGuardThroughput(b *testing.B) {
 // BenchmarkAddPeersLive is the time to add 10,000 peers (in batches of
 // wireguard.BatchSize) to a running netstack server while a user's TCP
 // session through it stays open; the session is checked after each round.
+// Also reported: the server's resident memory then.
 //
 //	cd services/runtime-agent && go test -run '^$' -bench AddPeersLive -benchtime 3x ./internal/wgserver
 func BenchmarkAddPeersLive(b *testing.B) {
@@ -87,6 +88,7 @@ func BenchmarkAddPeersLive(b *testing.B) {
 	}
 	echo := startEcho(b)
 	var total time.Duration
+	var rss uint64
 	for range b.N {
 		b.StopTimer()
 		srv := startNetstack(b)
@@ -103,6 +105,11 @@ func BenchmarkAddPeersLive(b *testing.B) {
 		}
 		total += time.Since(start)
 		b.StopTimer()
+		used, err := procstat.RSSBytes(srv.Cmd.Process.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rss = max(rss, used)
 		if _, err := fmt.Fprintln(conn, "still there"); err != nil {
 			b.Fatal(err)
 		}
@@ -113,4 +120,5 @@ func BenchmarkAddPeersLive(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(total.Seconds()/float64(b.N), "s/10k-peers")
+	b.ReportMetric(float64(rss)/(1<<20), "server-MiB-with-10k-peers")
 }
