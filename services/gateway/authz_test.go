@@ -45,6 +45,8 @@ var rules = map[string]string{
 	"GET /api/v1/enrollments":                       "viewer",
 	"PUT /api/v1/nodes/{node}/groups":               "operator",
 	"POST /api/v1/nodes/{node}/revoke":              "admin",
+	"PUT /api/v1/nodes/{node}/runtime":              "operator",
+	"GET /api/v1/runtimes":                          "viewer",
 	"GET /api/v1/users/{user}/usage":                "viewer",
 	"GET /api/v1/alerts":                            "viewer",
 	"POST /api/v1/alerts/{alert}/ack":               "operator",

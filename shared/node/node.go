@@ -244,6 +244,10 @@ type Enrollment struct {
 	// JoinExpires when it stops being accepted; a token works once.
 	JoinTokenID string    `json:"join_token_id,omitempty"`
 	JoinExpires time.Time `json:"join_expires,omitzero"`
+	// DefaultRuntime, when set (vpn runtime switch), is the runtime new
+	// servers on the node start on: the registry names it in every server
+	// created without one. Empty: the agent's own default (--runtime).
+	DefaultRuntime string `json:"default_runtime,omitempty"`
 	// CredentialKey is the public nkey of the node's credential, set when
 	// it joined; revoking the node revokes this key.
 	CredentialKey string    `json:"credential_key,omitempty"`
@@ -292,6 +296,69 @@ type AddResponse struct {
 // NodeRequest names one node (revoke).
 type NodeRequest struct {
 	Node string `json:"node"`
+}
+
+// RuntimeRequest sets the runtime new servers on a node start on
+// (subject.FleetRuntime); the reply is the node's Enrollment. The node's
+// agent must have reported the runtime among its own.
+type RuntimeRequest struct {
+	Node    string `json:"node"`
+	Runtime string `json:"runtime"`
+}
+
+// RuntimesRequest asks for the runtimes of one node, or of every node
+// (subject.ServersRuntimes).
+type RuntimesRequest struct {
+	Node string `json:"node,omitempty"`
+}
+
+// RuntimesReply answers a RuntimesRequest, sorted by node.
+type RuntimesReply struct {
+	Nodes []NodeRuntimes `json:"nodes"`
+}
+
+// NodeRuntimes is one node's runtimes and what runs on each.
+type NodeRuntimes struct {
+	Node string `json:"node"`
+	// Agent is what the node's record says of its agent: running,
+	// stopped, down (heartbeat missed) or unknown (never reported).
+	Agent string `json:"agent"`
+	// Default is where new servers start; DefaultFrom says whose choice
+	// it is: "switch" (the enrollment) or the agent's own reason.
+	Default     string           `json:"default,omitempty"`
+	DefaultFrom string           `json:"default_from,omitempty"`
+	Runtimes    []RuntimeServers `json:"runtimes"`
+	// Unplaced lists servers not running on any runtime the node reported
+	// (pending, failed, or on a runtime the agent no longer offers).
+	Unplaced []RuntimeServer `json:"unplaced,omitempty"`
+}
+
+// Agent states of NodeRuntimes.
+const (
+	AgentRunning = "running"
+	AgentStopped = "stopped"
+	AgentDown    = "down"
+	AgentUnknown = "unknown"
+)
+
+// RuntimeServers is one runtime of a node and the servers running on it.
+type RuntimeServers struct {
+	RuntimeInfo
+	Servers []RuntimeServer `json:"servers"`
+}
+
+// RuntimeServer is one server as runtime status shows it.
+type RuntimeServer struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// State and Reason are its status (applied, partial, failed,
+	// pending); UsersApplied of UsersDesired its users.
+	State        string `json:"state"`
+	Reason       string `json:"reason,omitempty"`
+	UsersApplied int    `json:"users_applied"`
+	UsersDesired int    `json:"users_desired"`
+	// Wanted is the runtime its record names (empty: it inherits).
+	Wanted string `json:"wanted,omitempty"`
 }
 
 // GroupsRequest sets a node's groups (subject.FleetGroups).

@@ -96,6 +96,8 @@ const (
 	FleetRevoke = "revoke"
 	FleetList   = "list"
 	FleetGroups = "groups"
+	// FleetRuntime sets a node's default runtime (node.RuntimeRequest).
+	FleetRuntime = "runtime"
 )
 
 // FleetJoin is the subject a new agent sends its join request to, with the

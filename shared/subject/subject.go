@@ -149,6 +149,9 @@ const (
 	ServersList   = "list"
 	ServersUpdate = "update"
 	ServersDelete = "delete"
+	// ServersRuntimes answers, per node, its runtimes, its default and
+	// the servers on each (node.RuntimesRequest → node.RuntimesReply).
+	ServersRuntimes = "runtimes"
 )
 
 // ServersQueueGroup is the queue group of the servers service's endpoints,

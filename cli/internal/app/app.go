@@ -130,7 +130,7 @@ another gateway.`,
 	root.AddCommand(
 		a.loginCmd(), a.initCmd(), a.statusCmd(), a.versionCmd(),
 		a.usersCmd(), a.serversCmd(), a.nodesCmd(), a.eventsCmd(), a.tokensCmd(), a.jobsCmd(), a.alertsCmd(),
-		a.backupCmd(),
+		a.backupCmd(), a.runtimeCmd(),
 	)
 	return root
 }

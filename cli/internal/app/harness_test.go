@@ -219,6 +219,13 @@ func (h *harness) putServer(id, nodeID string) {
 // server's current revision and spec.
 func (h *harness) applyServer(id string) {
 	h.t.Helper()
+	h.reportServer(id, server.Status{State: server.StateApplied, PublicHost: "203.0.113.7"})
+}
+
+// reportServer reports st of server id as its node's agent does, at the
+// server's current revision and spec.
+func (h *harness) reportServer(id string, st server.Status) {
+	h.t.Helper()
 	ctx := context.Background()
 	kv, err := h.js.KeyValue(ctx, subject.BucketServers)
 	if err != nil {
@@ -233,5 +240,5 @@ func (h *harness) applyServer(id string) {
 		h.t.Fatal(err)
 	}
 	s.Revision = e.Revision()
-	natstest.ReportStatus(h.t, h.js, s, server.Status{State: server.StateApplied, PublicHost: "203.0.113.7"})
+	natstest.ReportStatus(h.t, h.js, s, st)
 }

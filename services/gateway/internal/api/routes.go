@@ -100,6 +100,8 @@ func (s *Server) table() []Route {
 		{Operation: withStatus(withReq(withResp(op("POST", v1+"/nodes", "nodes.add", "nodes", "enroll a node: its groups and a single-use join token, with the one command to run on the new host (the token is in this response only)"), node.AddResponse{}), AddNodeRequest{}), http.StatusCreated), Need: auth.Admin, h: s.addNode},
 		{Operation: withResp(op("GET", v1+"/enrollments", "nodes.enrollments", "nodes", "every node's enrollment: groups, state (pending, joined, revoked), never a token"), node.EnrollmentsResponse{}), Need: auth.Viewer, h: s.listEnrollments},
 		{Operation: withReq(withResp(op("PUT", v1+"/nodes/{node}/groups", "nodes.groups", "nodes", "set a node's groups; what it serves follows"), node.Enrollment{}), NodeGroupsRequest{}), Need: auth.Operator, h: s.setNodeGroups},
+		{Operation: withReq(withResp(op("PUT", v1+"/nodes/{node}/runtime", "nodes.runtime", "nodes", "set the runtime new servers on a node start on (docker, containerd, process; one its agent reported); running servers stay where they run"), node.Enrollment{}), NodeRuntimeRequest{}), Need: auth.Operator, h: s.setNodeRuntime},
+		{Operation: withQuery(withResp(op("GET", v1+"/runtimes", "runtimes.status", "nodes", "per node: the runtimes its agent offers, the default for new servers and why, and the servers running on each with their status"), node.RuntimesReply{}), []openapi.Param{{Name: "node", Description: "only this node"}}), Need: auth.Viewer, h: s.runtimeStatus},
 		{Operation: withResp(op("POST", v1+"/nodes/{node}/revoke", "nodes.revoke", "nodes", "revoke a node: its credential stops working at once and it serves nothing more"), node.Enrollment{}), Need: auth.Admin, h: s.revokeNode},
 
 		// Alerts (the health service).

@@ -25,6 +25,9 @@ type UpdateServerRequest struct {
 	ExpectedRevision uint64                   `json:"expected_revision,omitempty"`
 	Name             *string                  `json:"name,omitempty"`
 	Inbounds         *[]server.InboundRequest `json:"inbounds,omitempty"`
+	// Runtime moves the server to another runtime of its node ("":
+	// inherit, staying where it runs).
+	Runtime *string `json:"runtime,omitempty"`
 }
 
 // Limits of a server description checked at the gateway.
@@ -191,7 +194,7 @@ func (s *Server) updateServer(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out, err := call[server.Server](s, r, subject.ServersCmd(subject.ServersUpdate),
-		server.UpdateRequest{ID: srv.ID, ExpectedRevision: b.ExpectedRevision, Name: b.Name, Inbounds: b.Inbounds})
+		server.UpdateRequest{ID: srv.ID, ExpectedRevision: b.ExpectedRevision, Name: b.Name, Inbounds: b.Inbounds, Runtime: b.Runtime})
 	if err != nil {
 		return err
 	}

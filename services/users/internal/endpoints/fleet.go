@@ -35,6 +35,7 @@ func ServeFleet(base context.Context, nc *nats.Conn, log *slog.Logger, f *fleet.
 		{Name: subject.FleetRevoke, Subject: subject.FleetCmd(subject.FleetRevoke), Handler: bus.Endpoint(base, log, timeout, f.Revoke)},
 		{Name: subject.FleetList, Subject: subject.FleetCmd(subject.FleetList), Handler: bus.Endpoint(base, log, timeout, f.List)},
 		{Name: subject.FleetGroups, Subject: subject.FleetCmd(subject.FleetGroups), Handler: bus.Endpoint(base, log, timeout, f.SetGroups)},
+		{Name: subject.FleetRuntime, Subject: subject.FleetCmd(subject.FleetRuntime), Handler: bus.Endpoint(base, log, timeout, f.SetRuntime)},
 		{Name: "join", Subject: subject.AllFleetJoins, Handler: join},
 	}
 	return bus.Serve(nc, micro.Config{

@@ -29,5 +29,6 @@ func ServeServers(base context.Context, nc *nats.Conn, log *slog.Logger, reg *se
 		{subject.ServersList, bus.Endpoint(base, log, timeout, reg.List)},
 		{subject.ServersUpdate, bus.Endpoint(base, log, timeout, reg.Update)},
 		{subject.ServersDelete, bus.Endpoint(base, log, timeout, reg.Delete)},
+		{subject.ServersRuntimes, bus.Endpoint(base, log, timeout, reg.Runtimes)},
 	})
 }

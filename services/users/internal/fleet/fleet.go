@@ -71,6 +71,7 @@ type Authority struct {
 
 // Fleet is the core. It keeps no state of its own.
 type Fleet struct {
+	js   jetstream.JetStream // reads node records (runtimes)
 	kv   jetstream.KeyValue
 	auth *Authority
 	log  *slog.Logger
@@ -84,7 +85,7 @@ func Open(ctx context.Context, js jetstream.JetStream, auth *Authority, log *slo
 	if err != nil {
 		return nil, errs.Wrap(errs.Unavailable, err, "opening bucket %s", subject.BucketEnrollments)
 	}
-	return &Fleet{kv: kv, auth: auth, log: log, now: func() time.Time { return time.Now().UTC().Round(0) }}, nil
+	return &Fleet{js: js, kv: kv, auth: auth, log: log, now: func() time.Time { return time.Now().UTC().Round(0) }}, nil
 }
 
 const nodeRule = "must be 1-128 characters of A-Z a-z 0-9 _ -"

@@ -34,7 +34,6 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/event"
 	"github.com/vpnfleet/vpnfleet/shared/logkey"
-	"github.com/vpnfleet/vpnfleet/shared/node"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 )
@@ -314,6 +313,13 @@ func (r *Registry) Create(ctx context.Context, req server.CreateRequest) (server
 	if err != nil {
 		return server.Server{}, err
 	}
+	if s.Runtime == "" {
+		// The operator's default for the node (vpn runtime switch), named
+		// in the record so it stays there whatever the default becomes.
+		if s.Runtime, err = r.enrolledDefault(ctx, s.Node); err != nil {
+			return server.Server{}, err
+		}
+	}
 	if err := r.checkRuntime(ctx, s); err != nil {
 		return server.Server{}, err
 	}
@@ -393,37 +399,6 @@ func (r *Registry) Update(ctx context.Context, req server.UpdateRequest) (server
 		return next, r.publish(ctx, event.ServerUpdated, next, c.SpecChanged)
 	}
 	return server.Server{}, errs.Wrap(errs.Conflict, ErrStale, "server %s keeps changing; retry", req.ID)
-}
-
-// checkRuntime refuses a server that names a runtime its node lacks,
-// as the node's agent last reported (the nodes bucket). A node that has
-// not reported is not checked: its agent reports such a server failed.
-func (r *Registry) checkRuntime(ctx context.Context, s server.Server) error {
-	if s.Runtime == "" {
-		return nil
-	}
-	kv, err := r.js.KeyValue(ctx, subject.BucketNodes)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil
-	}
-	if err != nil {
-		return unavailable(err, "opening bucket %s", subject.BucketNodes)
-	}
-	e, err := kv.Get(ctx, s.Node)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil
-	}
-	if err != nil {
-		return unavailable(err, "reading node %s", s.Node)
-	}
-	var n node.Node
-	if err := json.Unmarshal(e.Value(), &n); err != nil {
-		return errs.Wrap(errs.Internal, err, "decoding node %s", s.Node)
-	}
-	if !n.HasRuntime(s.Runtime) {
-		return errs.Field("runtime", fmt.Sprintf("node %s has no %s runtime (it has %s)", s.Node, s.Runtime, strings.Join(n.RuntimeKinds(), ", ")))
-	}
-	return nil
 }
 
 // stale returns a Conflict when expected is set and is not s's revision.
