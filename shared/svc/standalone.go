@@ -146,6 +146,13 @@ func Standalone(ctx context.Context, name, version string, cfg Config, stdout io
 	stack.Push("nats", func(context.Context) error { return nc.Drain() })
 
 	env := NewEnv(nc, js, log)
+	if !cfg.Provision {
+		// A process that provisions nothing (vpn-agent) holds a credential
+		// that may not look streams up (a node's): asking would fail its
+		// /readyz for good. It is ready while connected, plus whatever its
+		// core adds.
+		env.Probe.Add("jetstream", func(context.Context) error { return nil })
+	}
 
 	// The connection reconnects forever; it closes for good only when the
 	// server refuses its credential (revoked, expired): then the binary

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -129,4 +132,48 @@ func TestStandaloneStopsWhenItsCredentialIsRevoked(t *testing.T) {
 	if !errors.Is(got, errs.Unauthorized) {
 		t.Fatalf("Standalone returned %v, want Unauthorized", got)
 	}
+}
+
+// TestStandaloneWithANodeCredentialIsReady: a binary that provisions
+// nothing and connects with a node's credential (vpn-agent joined to a
+// fleet) answers /readyz 200: its readiness does not ask JetStream about
+// streams, which the node may not look up (the image's HEALTHCHECK
+// reported every joined agent unhealthy).
+func TestStandaloneWithANodeCredentialIsReady(t *testing.T) {
+	ns := natstest.Start(t)
+	cfg := svc.Defaults("")
+	cfg.NATSURL, cfg.NATSCreds, cfg.Provision = ns.URL(), natstest.CredsFile(t, ns.NodeCredential(t, "n1")), false
+	cfg.DialOptions = []nats.Option{nats.CustomInboxPrefix(subject.NodeInboxPrefix("n1"))}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.OpsAddr = l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- svc.Standalone(ctx, "vpn-agent", "test", cfg, &syncBuffer{}, func(ctx context.Context, _ svc.Env) error {
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Standalone: %v", err)
+		}
+	}()
+	waitfor.Cond(t, 20*time.Second, func() error {
+		resp, err := http.Get("http://" + cfg.OpsAddr + "/readyz")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz %d: %s", resp.StatusCode, body)
+		}
+		return nil
+	})
 }
