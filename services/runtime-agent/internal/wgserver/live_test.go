@@ -3,9 +3,11 @@ package wgserver_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -13,10 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/meter"
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/outbox"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/wireguard"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/wireguard/wgtest"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray/xraytest"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/usage"
 	"github.com/vpnfleet/vpnfleet/shared/waitfor"
 	"github.com/vpnfleet/vpnfleet/shared/wgconf"
 )
@@ -102,7 +107,9 @@ func (u *user) fetchURL(base string, n int, timeout time.Duration) error {
 // real WireGuard clients built from their `.conf`; the server's per-peer
 // counters equal what each client's device counted (WireGuard datagrams:
 // payload plus 32 bytes a message, handshakes included); removing the
-// first user's peer cuts them while the second goes on.
+// first user's peer cuts them while the second goes on; and the usage
+// meter, fed those readings and the removed peer's final counters, records
+// every byte of both exactly once.
 func TestNetstackServesUsersAndCutsARemovedOne(t *testing.T) {
 	ctx := context.Background()
 	srv := startNetstack(t)
@@ -166,10 +173,29 @@ func TestNetstackServesUsersAndCutsARemovedOne(t *testing.T) {
 		}
 		return nil
 	})
+	// The usage meter reads the counters as it reads Xray's; a removed
+	// peer's final counters join the reading taken at its removal.
+	met := &usageSink{}
+	m, err := meter.Open(t.TempDir(), "node-a", met, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	observe := func(traffic map[string]wireguard.Traffic) {
+		t.Helper()
+		c := map[string]meter.Counter{}
+		for id, tr := range traffic {
+			c[id] = meter.Counter{Up: tr.Uplink, Down: tr.Downlink}
+		}
+		if _, err := m.Observe([]meter.Reading{{Instance: "wg-1", Counters: c}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	observe(usage)
 	before, err := srv.Client.UserTraffic(ctx, users)
 	if err != nil {
 		t.Fatal(err)
 	}
+	observe(before)
 	start := time.Now()
 	final, err := srv.Client.RemovePeers(ctx, []wgconf.Key{a.key})
 	removed := time.Now()
@@ -179,6 +205,15 @@ func TestNetstackServesUsersAndCutsARemovedOne(t *testing.T) {
 	if f := final[a.key]; f.Downlink < before[a.id].Downlink || f.Uplink < before[a.id].Uplink {
 		t.Fatalf("final counters of the removed peer %+v, below the last reading %+v", f, before[a.id])
 	}
+	atRemoval, err := srv.Client.UserTraffic(ctx, users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, still := atRemoval[a.id]; still {
+		t.Fatal("the removed peer is still read")
+	}
+	atRemoval[a.id] = final[a.key]
+	observe(atRemoval)
 	// A's next request fails; B's succeeds.
 	if err := a.fetch(target, 1000, 2*time.Second); err == nil {
 		t.Fatal("the removed user's request went through")
@@ -192,6 +227,17 @@ func TestNetstackServesUsersAndCutsARemovedOne(t *testing.T) {
 	}
 	if len(d.Peers) != 1 || d.Peers[0].PublicKey != b.key {
 		t.Fatalf("device holds %d peers after the removal, want only user-b's", len(d.Peers))
+	}
+	last, err := srv.Client.UserTraffic(ctx, users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	observe(last)
+	// Every byte either peer moved is in the records, once.
+	for id, want := range map[string]wireguard.Traffic{a.id: final[a.key], b.id: last[b.id]} {
+		if got := met.total(t, id); got != want {
+			t.Fatalf("%s: usage records sum to %+v, the device counted %+v", id, got, want)
+		}
 	}
 	cut := time.Duration(lastRead.Load() - removed.UnixNano())
 	t.Logf("removal took %v; the removed user's stream got its last byte %v after it returned (%d bytes streamed)",
@@ -281,6 +327,33 @@ func TestBadPeerRefusedNamingTheField(t *testing.T) {
 	if len(d.Peers) != 0 {
 		t.Fatalf("%d peers added from a refused batch", len(d.Peers))
 	}
+}
+
+// usageSink keeps the usage records the meter queues, in memory, as the
+// agent's outbox would publish them.
+type usageSink struct{ msgs []outbox.Msg }
+
+func (s *usageSink) Add(m outbox.Msg) error {
+	s.msgs = append(s.msgs, m)
+	return nil
+}
+
+// total sums user's deltas over every record.
+func (s *usageSink) total(t *testing.T, user string) wireguard.Traffic {
+	var sum wireguard.Traffic
+	for _, m := range s.msgs {
+		var r usage.Record
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range r.Users {
+			if d.User == user {
+				sum.Uplink += d.Uplink
+				sum.Downlink += d.Downlink
+			}
+		}
+	}
+	return sum
 }
 
 // startEcho serves a line echo on loopback until t ends.

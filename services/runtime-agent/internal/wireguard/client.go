@@ -124,6 +124,9 @@ func writePeer(b *strings.Builder, p Peer) {
 // counters are read, now frozen for every byte delivered; then they are
 // removed, which erases their session keys, so their next packets are
 // dropped before decryption. Keys the device does not hold are ignored.
+// The caller adds the final counters to the usage reading it takes at the
+// removal (the peers are absent from every later one), so the meter counts
+// their last bytes exactly once.
 func (c *Client) RemovePeers(ctx context.Context, keys []Key) (map[Key]Traffic, error) {
 	final := make(map[Key]Traffic, len(keys))
 	for start := 0; start < len(keys); start += BatchSize {
