@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/cli/internal/client"
 	"github.com/vpnfleet/vpnfleet/cli/internal/output"
 	"github.com/vpnfleet/vpnfleet/shared/node"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
@@ -90,7 +92,7 @@ func serverPath(ref string, rest ...string) string {
 func inboundsText(s server.Server) string {
 	parts := make([]string, len(s.Inbounds))
 	for i, in := range s.Inbounds {
-		parts[i] = protoShort[in.Protocol] + ":" + strconv.Itoa(in.Port)
+		parts[i] = short(in.Protocol) + ":" + strconv.Itoa(in.Port)
 	}
 	return strings.Join(parts, ",")
 }
@@ -181,11 +183,11 @@ type deployFlags struct {
 func (d *deployFlags) register(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&d.node, "node", "", "node to deploy on (default: the only healthy node)")
-	f.StringVar(&d.protocol, "protocol", string(user.VLESSReality), "vless-reality, shadowsocks-2022, socks5 or http")
+	f.StringVar(&d.protocol, "protocol", string(user.VLESSReality), "one of "+protocol.List())
 	f.IntVar(&d.port, "port", 8443, "port clients connect to")
 	f.StringVar(&d.dest, "dest", "www.microsoft.com:443", "vless-reality: the TLS 1.3 site REALITY borrows (host:port)")
 	f.StringSliceVar(&d.sni, "sni", nil, "vless-reality: server names clients present (default: dest's host)")
-	f.StringVar(&d.method, "method", "", "shadowsocks-2022: 2022-blake3-aes-128-gcm (default) or -aes-256-gcm / -chacha20-poly1305")
+	f.StringVar(&d.method, "method", "", "shadowsocks-2022: 2022-blake3-aes-128-gcm (default) or -aes-256-gcm; outline: chacha20-ietf-poly1305 (default), aes-128-gcm or aes-256-gcm")
 	f.StringVar(&d.runtime, "runtime", "", "docker, containerd or process (default: the node's default runtime)")
 }
 
@@ -205,10 +207,10 @@ func (d *deployFlags) check() error {
 
 func (d *deployFlags) request(name, nodeID string) server.CreateRequest {
 	in := server.InboundRequest{Protocol: user.Protocol(d.protocol), Port: d.port}
-	switch in.Protocol {
-	case user.VLESSReality:
+	if in.Protocol == user.VLESSReality {
 		in.Dest, in.ServerNames = d.dest, d.sni
-	case user.Shadowsocks2022:
+	}
+	if pd, ok := protocol.Get(in.Protocol); ok && slices.Contains(pd.RequestFields, "method") {
 		in.Method = d.method
 	}
 	return server.CreateRequest{Node: nodeID, Name: name, Runtime: d.runtime, Inbounds: []server.InboundRequest{in}}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/cli/internal/client"
 	"github.com/vpnfleet/vpnfleet/cli/internal/output"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
 
@@ -47,12 +48,21 @@ func (a *app) usersCmd() *cobra.Command {
 	return cmd
 }
 
+// protoShort are the short names tables show; a protocol without one
+// shows its name.
 var protoShort = map[user.Protocol]string{user.VLESSReality: "vless", user.Shadowsocks2022: "ss2022", user.SOCKS5: "socks5", user.HTTP: "http"}
+
+func short(p user.Protocol) string {
+	if s, ok := protoShort[p]; ok {
+		return s
+	}
+	return string(p)
+}
 
 func protos(ps []user.Protocol) string {
 	out := make([]string, len(ps))
 	for i, p := range ps {
-		out[i] = protoShort[p]
+		out[i] = short(p)
 	}
 	return strings.Join(out, ",")
 }
@@ -208,7 +218,7 @@ func (uf *userFlags) register(cmd *cobra.Command, update bool) {
 	f.StringVar(&uf.email, "email", "", "contact address")
 	f.StringVar(&uf.note, "note", "", "free-form note")
 	f.StringVar(&uf.status, "status", "", "active, disabled or on_hold")
-	f.StringSliceVar(&uf.protocols, "protocol", nil, "protocols the user may use (repeat or comma-separate): vless-reality, shadowsocks-2022, socks5, http (default: all)")
+	f.StringSliceVar(&uf.protocols, "protocol", nil, "protocols the user may use (repeat or comma-separate): "+protocol.List()+" (default: "+defaultProtocols()+")")
 	f.StringVar(&uf.limit, "limit", "", "traffic limit, e.g. 50GiB, 500MB, 0 for unlimited")
 	f.StringVar(&uf.reset, "reset", "", "when counters restart: none, day, week, month, year")
 	f.StringVar(&uf.expires, "expires", "", "expiry: a date (2026-12-31), an RFC 3339 time, or a duration from now (30d, 72h)")
@@ -682,4 +692,14 @@ func parseExpiry(s string, now time.Time) (time.Time, error) {
 		return now.Add(d).UTC().Round(time.Second), nil
 	}
 	return time.Time{}, fmt.Errorf("%q is not a date (2026-12-31), an RFC 3339 time or a duration (30d, 72h)", s)
+}
+
+// defaultProtocols lists the protocols a user gets when a create names
+// none.
+func defaultProtocols() string {
+	names := make([]string, len(user.Protocols))
+	for i, p := range user.Protocols {
+		names[i] = string(p)
+	}
+	return strings.Join(names, ", ")
 }

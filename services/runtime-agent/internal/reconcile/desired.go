@@ -8,6 +8,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
@@ -18,13 +19,10 @@ import (
 // small (one per user placed on the node): a fixed slot per protocol, not
 // maps.
 type member struct {
-	// slots holds, per protocol (in user.Protocols' order), the Xray user
-	// and its credential fingerprint, when the user has credentials for
-	// it.
+	// slots holds, per protocol (in shared/protocol's order), the Xray
+	// user and its credential fingerprint, when the user has credentials
+	// for it.
 	slots [protocolCount]slot
-	// ssKeyLen is the length of the user's Shadowsocks-2022 key, which
-	// decides on which inbounds (by method) it can be used.
-	ssKeyLen int
 	// key fingerprints everything above: an update that leaves it alone
 	// (usage counters, a rename, a note) changes nothing in Xray.
 	key string
@@ -36,18 +34,12 @@ type slot struct {
 	ok   bool
 }
 
-// protocolCount is the number of protocols a member has slots for.
-const protocolCount = 4
+// protocolCount is the number of protocols a member has slots for: every
+// protocol of shared/protocol.
+const protocolCount = protocol.Count
 
 // slotOf is the index of protocol p in a member's slots.
-func slotOf(p user.Protocol) (int, bool) {
-	for i, q := range user.Protocols {
-		if q == p && i < protocolCount {
-			return i, true
-		}
-	}
-	return 0, false
-}
+func slotOf(p user.Protocol) (int, bool) { return protocol.Index(p) }
 
 // memberOf returns what Xray should hold of u, or nil when the node must
 // not serve u: its status is not served, or it has no usable credentials.
@@ -58,39 +50,14 @@ func memberOf(u user.User) *member {
 		return nil
 	}
 	m := &member{}
-	c := u.Credentials
 	held := 0
 	for _, p := range u.Protocols {
 		i, known := slotOf(p)
 		if !known {
 			continue
 		}
-		var xu xray.User
-		switch {
-		case p == user.VLESSReality && c.VLESS != nil:
-			xu = xray.User{ID: u.ID, UUID: c.VLESS.UUID, Flow: c.VLESS.Flow}
-		case p == user.Shadowsocks2022 && c.Shadowsocks != nil:
-			n, ok := user.SS2022KeyLen(c.Shadowsocks.Method)
-			if !ok {
-				continue
-			}
-			m.ssKeyLen = n
-			xu = xray.User{ID: u.ID, Key: c.Shadowsocks.Key}
-		case p == user.SOCKS5 && c.SOCKS5 != nil:
-			xu = xray.User{ID: u.ID, Password: c.SOCKS5.Password}
-		case p == user.HTTP && c.HTTP != nil:
-			xu = xray.User{ID: u.ID, Password: c.HTTP.Password}
-		default:
-			continue
-		}
-		// Credentials Xray cannot take are not desired anywhere (they
-		// would fail every batch they are in); the registry's own checks
-		// make this rare.
-		check := xray.Inbound{Protocol: xray.Protocol(p)}
-		if p == user.Shadowsocks2022 {
-			check.Shadowsocks = &xray.Shadowsocks{Method: c.Shadowsocks.Method}
-		}
-		if check.ValidateUser(xu) != nil {
+		xu, ok := xray.UserOf(xray.Protocol(p), u.ID, u.Credentials)
+		if !ok {
 			continue
 		}
 		if !m.slots[i].ok {
@@ -102,7 +69,7 @@ func memberOf(u user.User) *member {
 		return nil
 	}
 	h := sha256.New()
-	for i, p := range user.Protocols[:protocolCount] {
+	for i, p := range protocol.Names() {
 		if sl := m.slots[i]; sl.ok {
 			h.Write([]byte(string(p) + "=" + sl.fp + ";"))
 		}
@@ -120,21 +87,13 @@ func fingerprint(u xray.User) string {
 }
 
 // on returns m's Xray user on the inbound in and its fingerprint, or false
-// when m has nothing there: no credentials for the protocol, or a
-// Shadowsocks-2022 key whose length does not fit the inbound's method.
+// when m has nothing there: no credentials for the protocol, or ones that
+// do not fit the inbound (a Shadowsocks-2022 key whose length does not fit
+// the inbound's method).
 func (m *member) on(in xray.Inbound) (xray.User, string, bool) {
-	p := user.Protocol(in.Protocol)
-	i, known := slotOf(p)
-	if !known || !m.slots[i].ok {
+	i, known := slotOf(user.Protocol(in.Protocol))
+	if !known || !m.slots[i].ok || !in.Fits(m.slots[i].user) {
 		return xray.User{}, "", false
-	}
-	if p == user.Shadowsocks2022 {
-		if in.Shadowsocks == nil {
-			return xray.User{}, "", false
-		}
-		if n, ok := user.SS2022KeyLen(in.Shadowsocks.Method); !ok || n != m.ssKeyLen {
-			return xray.User{}, "", false
-		}
 	}
 	return m.slots[i].user, m.slots[i].fp, true
 }

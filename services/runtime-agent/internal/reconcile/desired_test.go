@@ -9,6 +9,7 @@ import (
 
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
@@ -132,13 +133,14 @@ func TestXraySpecReportsServerFields(t *testing.T) {
 	}
 }
 
-// TestEveryProtocolHasASlot: a protocol added to user.Protocols needs a
-// member slot (protocolCount), or its users would be dropped silently.
+// TestEveryProtocolHasASlot: a protocol added to shared/protocol (the
+// defaults in user.Protocols and the others) needs a member slot
+// (protocolCount), or its users would be dropped silently.
 func TestEveryProtocolHasASlot(t *testing.T) {
-	if protocolCount != len(user.Protocols) {
-		t.Fatalf("protocolCount = %d, user.Protocols has %d", protocolCount, len(user.Protocols))
+	if protocolCount != len(protocol.All) {
+		t.Fatalf("protocolCount = %d, shared/protocol has %d", protocolCount, len(protocol.All))
 	}
-	for _, p := range user.Protocols {
+	for _, p := range protocol.Names() {
 		if _, ok := slotOf(p); !ok {
 			t.Fatalf("protocol %s has no slot", p)
 		}

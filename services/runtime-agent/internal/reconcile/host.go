@@ -64,7 +64,7 @@ func portsFree(inbounds, held []xray.Inbound) error {
 		} else {
 			_ = l.Close()
 		}
-		if rule == "" && in.Protocol == xray.Shadowsocks2022 {
+		if rule == "" && in.UDP() {
 			if c, err := net.ListenPacket("udp", addr); err != nil {
 				rule = fmt.Sprintf("port %d is in use on this host (udp %s: %v)", in.Port, addr, unwrapSyscall(err))
 			} else {

@@ -18,7 +18,6 @@ import (
 	xhttp "github.com/xtls/xray-core/proxy/http"
 	"github.com/xtls/xray-core/proxy/shadowsocks_2022"
 	"github.com/xtls/xray-core/proxy/socks"
-	"github.com/xtls/xray-core/proxy/vless"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -166,8 +165,10 @@ func (c *Client) AddUsers(ctx context.Context, in Inbound, users []User) error {
 			return fmt.Errorf("adding user %s to %s: %w", u.ID, in.Tag, err)
 		}
 	}
-	switch in.Protocol {
-	case Shadowsocks2022:
+	k, ok := kinds[in.Protocol]
+	switch {
+	case !ok:
+	case k.batch:
 		if len(users) >= ss2022BatchMin {
 			if done, err := c.replaceOrNot(ctx, in, users, nil, fmt.Sprintf("adding %d users to %s", len(users), in.Tag)); done {
 				return err
@@ -179,9 +180,9 @@ func (c *Client) AddUsers(ctx context.Context, in Inbound, users []User) error {
 			}
 		}
 		return nil
-	case VLESSReality:
+	case k.account != nil:
 		return concurrently(ctx, len(users), func(ctx context.Context, i int) error { return c.alterUser(ctx, in, users[i]) })
-	case SOCKS5, HTTP:
+	default:
 		err := c.replaceAccounts(ctx, in, func(accounts map[string]string) bool {
 			changed := false
 			for _, u := range users {
@@ -201,13 +202,7 @@ func (c *Client) AddUsers(ctx context.Context, in Inbound, users []User) error {
 }
 
 func (c *Client) alterUser(ctx context.Context, in Inbound, u User) error {
-	var account proto.Message
-	switch in.Protocol {
-	case VLESSReality:
-		account = &vless.Account{Id: u.UUID, Flow: flowOf(u)}
-	case Shadowsocks2022:
-		account = &shadowsocks_2022.Account{Key: u.Key}
-	}
+	account := kinds[in.Protocol].account(in, u)
 	op := &handlercmd.AddUserOperation{User: &protocol.User{
 		Email:   u.ID,
 		Level:   0,
@@ -240,8 +235,10 @@ func (c *Client) RemoveUser(ctx context.Context, in Inbound, id string) error {
 	if id == placeholderID {
 		return errs.Field("id", "is reserved")
 	}
-	switch in.Protocol {
-	case VLESSReality, Shadowsocks2022:
+	k, ok := kinds[in.Protocol]
+	switch {
+	case !ok:
+	case k.account != nil:
 		op := &handlercmd.RemoveUserOperation{Email: id}
 		err := c.alter(ctx, in.Tag, op)
 		switch {
@@ -252,7 +249,7 @@ func (c *Client) RemoveUser(ctx context.Context, in Inbound, id string) error {
 			return nil
 		}
 		return classify(err, fmt.Sprintf("removing user %s from %s", id, in.Tag))
-	case SOCKS5, HTTP:
+	default:
 		err := c.replaceAccounts(ctx, in, func(accounts map[string]string) bool {
 			if _, ok := accounts[id]; !ok {
 				return false
@@ -277,8 +274,10 @@ func (c *Client) RemoveUsers(ctx context.Context, in Inbound, ids []string) erro
 	if slices.Contains(ids, placeholderID) {
 		return errs.Field("id", "is reserved")
 	}
-	switch in.Protocol {
-	case Shadowsocks2022:
+	k, ok := kinds[in.Protocol]
+	switch {
+	case !ok:
+	case k.batch:
 		if len(ids) >= ss2022BatchMin {
 			gone := make(map[string]bool, len(ids))
 			for _, id := range ids {
@@ -294,9 +293,9 @@ func (c *Client) RemoveUsers(ctx context.Context, in Inbound, ids []string) erro
 			}
 		}
 		return nil
-	case VLESSReality:
+	case k.account != nil:
 		return concurrently(ctx, len(ids), func(ctx context.Context, i int) error { return c.RemoveUser(ctx, in, ids[i]) })
-	case SOCKS5, HTTP:
+	default:
 		err := c.replaceAccounts(ctx, in, func(accounts map[string]string) bool {
 			changed := false
 			for _, id := range ids {
@@ -320,8 +319,11 @@ func (c *Client) RemoveUsers(ctx context.Context, in Inbound, ids []string) erro
 // desired users.
 func (c *Client) InboundUsers(ctx context.Context, in Inbound) ([]string, error) {
 	var ids []string
-	switch in.Protocol {
-	case VLESSReality, Shadowsocks2022:
+	k, ok := kinds[in.Protocol]
+	switch {
+	case !ok:
+		return nil, errs.Field("protocol", "unknown protocol "+string(in.Protocol))
+	case k.account != nil:
 		resp, err := c.inboundUsers(ctx, in.Tag)
 		if err != nil {
 			return nil, err
@@ -332,7 +334,7 @@ func (c *Client) InboundUsers(ctx context.Context, in Inbound) ([]string, error)
 				ids = append(ids, u.GetEmail())
 			}
 		}
-	case SOCKS5, HTTP:
+	default:
 		cfg, err := c.inboundConfig(ctx, in.Tag)
 		if err != nil {
 			return nil, fmt.Errorf("listing users of %s: %w", in.Tag, err)
@@ -346,8 +348,6 @@ func (c *Client) InboundUsers(ctx context.Context, in Inbound) ([]string, error)
 				ids = append(ids, id)
 			}
 		}
-	default:
-		return nil, errs.Field("protocol", "unknown protocol "+string(in.Protocol))
 	}
 	slices.Sort(ids)
 	return ids, nil
@@ -410,7 +410,7 @@ func (c *Client) replaceAccounts(ctx context.Context, in Inbound, change func(ma
 	if err != nil {
 		return err
 	}
-	wantKind := map[Protocol]string{SOCKS5: "socks", HTTP: "http"}[in.Protocol]
+	wantKind := kinds[in.Protocol].accountKind
 	if kind := kindOf(settings); kind != wantKind {
 		return errs.New(errs.Conflict, "inbound %s is %s in xray, not %s", in.Tag, kind, wantKind)
 	}

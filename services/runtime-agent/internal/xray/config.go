@@ -88,58 +88,11 @@ func inboundJSON(in Inbound) (inboundConfig, error) {
 		listen = "0.0.0.0"
 	}
 	ic := inboundConfig{Tag: in.Tag, Listen: listen, Port: in.Port}
-	switch in.Protocol {
-	case VLESSReality:
-		clients := make([]map[string]any, 0, len(in.Users))
-		for _, u := range in.Users {
-			clients = append(clients, map[string]any{"id": u.UUID, "email": u.ID, "flow": flowOf(u), "level": 0})
-		}
-		ic.Protocol = "vless"
-		ic.Settings = map[string]any{"clients": clients, "decryption": "none"}
-		ic.StreamSettings = &streamSettings{
-			Network:  "raw",
-			Security: "reality",
-			Reality: &realitySettings{
-				Target:      in.Reality.Dest,
-				ServerNames: in.Reality.ServerNames,
-				PrivateKey:  in.Reality.PrivateKey,
-				ShortIDs:    in.Reality.ShortIDs,
-			},
-		}
-	case Shadowsocks2022:
-		key, err := randomSecret(mustKeyLen(in.Shadowsocks.Method))
-		if err != nil {
-			return ic, err
-		}
-		clients := []map[string]any{{"password": key, "email": placeholderID, "level": 0}}
-		for _, u := range in.Users {
-			clients = append(clients, map[string]any{"password": u.Key, "email": u.ID, "level": 0})
-		}
-		ic.Protocol = "shadowsocks"
-		ic.Settings = map[string]any{
-			"method": in.Shadowsocks.Method, "password": in.Shadowsocks.Key,
-			"clients": clients, "network": "tcp,udp",
-		}
-	case SOCKS5, HTTP:
-		pass, err := randomSecret(24)
-		if err != nil {
-			return ic, err
-		}
-		accounts := []map[string]string{{"user": placeholderID, "pass": pass}}
-		for _, u := range in.Users {
-			accounts = append(accounts, map[string]string{"user": u.ID, "pass": u.Password})
-		}
-		if in.Protocol == SOCKS5 {
-			ic.Protocol = "socks"
-			ic.Settings = map[string]any{"auth": "password", "accounts": accounts, "udp": false}
-		} else {
-			ic.Protocol = "http"
-			ic.Settings = map[string]any{"accounts": accounts, "allowTransparent": false}
-		}
-	default:
+	k, ok := kinds[in.Protocol]
+	if !ok {
 		return ic, fmt.Errorf("unknown protocol %s", strconv.Quote(string(in.Protocol)))
 	}
-	return ic, nil
+	return ic, k.render(in, &ic)
 }
 
 func flowOf(u User) string {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -66,7 +67,8 @@ type Inbound struct {
 	Port   int    `json:"port"`
 	// Reality is required for VLESSReality and forbidden otherwise.
 	Reality *Reality `json:"reality,omitempty"`
-	// Shadowsocks is required for Shadowsocks2022 and forbidden otherwise.
+	// Shadowsocks is required for Shadowsocks2022 and Outline and
+	// forbidden otherwise.
 	Shadowsocks *Shadowsocks `json:"shadowsocks,omitempty"`
 	// Users present when Xray starts; later changes go through Client.
 	Users []User `json:"users,omitempty"`
@@ -87,11 +89,13 @@ type Reality struct {
 	ShortIDs []string `json:"short_ids"`
 }
 
-// Shadowsocks holds a Shadowsocks-2022 inbound's server settings.
+// Shadowsocks holds a Shadowsocks inbound's server settings.
 type Shadowsocks struct {
-	// Method is one of the SS2022* methods supporting several users.
+	// Method is one of the SS2022* methods supporting several users, or
+	// for Outline a classic AEAD method.
 	Method string `json:"method"`
-	// Key is the server PSK, standard base64 of the method's key length.
+	// Key is the server PSK, standard base64 of the method's key length;
+	// empty for Outline.
 	Key string `json:"key"`
 }
 
@@ -111,7 +115,7 @@ type User struct {
 	// Key is the Shadowsocks-2022 user key (uPSK), standard base64 of the
 	// inbound method's key length.
 	Key string `json:"key,omitempty"`
-	// Password is the SOCKS5 or HTTP password.
+	// Password is the SOCKS5, HTTP or Outline password.
 	Password string `json:"password,omitempty"`
 }
 
@@ -198,29 +202,27 @@ func (in Inbound) validate(v *validator, p string) {
 	if in.Port < 1 || in.Port > 65535 {
 		v.add(join(p, "port"), "must be 1-65535")
 	}
-	switch in.Protocol {
-	case VLESSReality:
-		if in.Reality == nil {
-			v.add(join(p, "reality"), "is required for vless-reality")
-		} else {
-			in.Reality.validate(v, join(p, "reality"))
-		}
-	case Shadowsocks2022:
-		if in.Shadowsocks == nil {
-			v.add(join(p, "shadowsocks"), "is required for shadowsocks-2022")
-		} else {
-			in.Shadowsocks.validate(v, join(p, "shadowsocks"))
-		}
-	case SOCKS5, HTTP:
-	default:
-		v.add(join(p, "protocol"), "must be one of vless-reality, shadowsocks-2022, socks5, http")
+	k, ok := kinds[in.Protocol]
+	if !ok {
+		v.add(join(p, "protocol"), "must be one of "+knownProtocols())
 		return
 	}
-	if in.Protocol != VLESSReality && in.Reality != nil {
-		v.add(join(p, "reality"), "is only for vless-reality")
+	for _, set := range []struct {
+		field     string
+		need, has bool
+	}{
+		{"reality", k.reality, in.Reality != nil},
+		{"shadowsocks", k.shadowsocks, in.Shadowsocks != nil},
+	} {
+		switch {
+		case set.need && !set.has:
+			v.add(join(p, set.field), "is required for "+string(in.Protocol))
+		case !set.need && set.has:
+			v.add(join(p, set.field), "is only for "+owners(set.field))
+		}
 	}
-	if in.Protocol != Shadowsocks2022 && in.Shadowsocks != nil {
-		v.add(join(p, "shadowsocks"), "is only for shadowsocks-2022")
+	if k.settings != nil && (!k.reality || in.Reality != nil) && (!k.shadowsocks || in.Shadowsocks != nil) {
+		k.settings(v, p, in)
 	}
 	ids := map[string]bool{}
 	uuids := map[string]bool{}
@@ -231,7 +233,7 @@ func (in Inbound) validate(v *validator, p string) {
 			v.add(join(up, "id"), "duplicate user id")
 		}
 		ids[u.ID] = true
-		if in.Protocol == VLESSReality && u.UUID != "" {
+		if k.uniqueUUID && u.UUID != "" {
 			if uuids[u.UUID] {
 				v.add(join(up, "uuid"), "duplicate uuid")
 			}
@@ -255,47 +257,15 @@ func (in Inbound) validateUser(v *validator, p string, u User) {
 	case !userIDRe.MatchString(u.ID):
 		v.add(join(p, "id"), "must be 1-128 lowercase letters, digits, . _ @ - starting with a letter or digit")
 	}
-	empty := func(field, val string) {
-		if val != "" {
-			v.add(join(p, field), "must be empty for "+string(in.Protocol))
-		}
+	k, ok := kinds[in.Protocol]
+	if !ok {
+		return
 	}
-	switch in.Protocol {
-	case VLESSReality:
-		if !uuidRe.MatchString(u.UUID) {
-			v.add(join(p, "uuid"), "must be a lowercase UUID like 0f8c2a6e-3b1d-4c57-9e0a-1b2c3d4e5f60")
+	k.user(v, p, in, u)
+	for _, f := range credentialFields(u) {
+		if f[1] != "" && !slices.Contains(k.uses, f[0]) {
+			v.add(join(p, f[0]), "must be empty for "+string(in.Protocol))
 		}
-		if u.Flow != "" && u.Flow != FlowVision {
-			v.add(join(p, "flow"), "must be empty or "+FlowVision)
-		}
-		empty("key", u.Key)
-		empty("password", u.Password)
-	case Shadowsocks2022:
-		if in.Shadowsocks != nil {
-			if _, err := SS2022KeyLen(in.Shadowsocks.Method); err == nil {
-				if _, err := DecodeSS2022Key(in.Shadowsocks.Method, u.Key); err != nil {
-					v.add(join(p, "key"), err.Error())
-				}
-			}
-		} else {
-			v.add(join(p, "key"), "cannot be checked without the inbound's shadowsocks method")
-		}
-		empty("uuid", u.UUID)
-		empty("flow", u.Flow)
-		empty("password", u.Password)
-	case SOCKS5, HTTP:
-		switch {
-		case u.Password == "":
-			v.add(join(p, "password"), "is required")
-		case len(u.Password) > 255:
-			// SOCKS5 user/password auth carries lengths in one byte.
-			v.add(join(p, "password"), "must be at most 255 bytes")
-		case strings.ContainsFunc(u.Password, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-			v.add(join(p, "password"), "must not contain control characters")
-		}
-		empty("uuid", u.UUID)
-		empty("flow", u.Flow)
-		empty("key", u.Key)
 	}
 }
 
@@ -321,21 +291,6 @@ func (r Reality) validate(v *validator, p string) {
 		if len(sid) > 16 || len(sid)%2 != 0 || strings.Trim(sid, "0123456789abcdef") != "" {
 			v.add(join(p, fmt.Sprintf("short_ids[%d]", i)), "must be lowercase hex of even length, at most 16 digits")
 		}
-	}
-}
-
-func (s Shadowsocks) validate(v *validator, p string) {
-	switch s.Method {
-	case SS2022AES128GCM, SS2022AES256GCM:
-	case SS2022ChaCha20Poly1305:
-		v.add(join(p, "method"), "2022-blake3-chacha20-poly1305 has no multi-user mode in Xray; use an aes method")
-		return
-	default:
-		v.add(join(p, "method"), "must be "+SS2022AES128GCM+" or "+SS2022AES256GCM)
-		return
-	}
-	if _, err := DecodeSS2022Key(s.Method, s.Key); err != nil {
-		v.add(join(p, "key"), err.Error())
 	}
 }
 
