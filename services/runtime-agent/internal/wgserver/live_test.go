@@ -305,6 +305,58 @@ func TestThousandPeersAddedLiveKeepASession(t *testing.T) {
 	}
 }
 
+// TestNetstackForwardsUDP: a UDP flow through the tunnel reaches a
+// loopback service and its answers come back; a private destination is
+// refused without --allow-private-networks.
+func TestNetstackForwardsUDP(t *testing.T) {
+	srv := startNetstack(t)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo(buf[:n], from)
+		}
+	}()
+	a := addUser(t, srv, "user-a", netip.MustParseAddr("10.8.0.2"))
+	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	c, err := a.client.Net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(netip.MustParseAddr(hostAlias), port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 2048)
+	// The first datagram may go before the handshake completes and be
+	// dropped, as on any WireGuard link: send until one comes back.
+	waitfor.Cond(t, 20*time.Second, func() error {
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := c.Read(buf)
+		if err != nil {
+			return err
+		}
+		if string(buf[:n]) != "ping" {
+			return fmt.Errorf("echo %q", buf[:n])
+		}
+		return nil
+	})
+	// 192.168.0.1 is private: refused (dropped) by default.
+	blocked, err := a.client.Net.DialContext(context.Background(), "tcp", "192.168.0.1:80")
+	if err == nil {
+		blocked.Close()
+		t.Fatal("a private destination was dialed without --allow-private-networks")
+	}
+}
+
 // TestBadPeerRefusedNamingTheField: a peer key that is no usable
 // Curve25519 point is refused before anything reaches the device.
 func TestBadPeerRefusedNamingTheField(t *testing.T) {
