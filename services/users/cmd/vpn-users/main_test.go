@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +96,35 @@ func TestHealthcheck(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"healthcheck", "--ops-addr", ""}, noEnv, io.Discard); !errors.Is(err, errs.Invalid) {
 		t.Fatalf("healthcheck without an ops listener: %v, want Invalid", err)
+	}
+}
+
+// TestNATSTrustFlags: --nats-trust and --join-urls go together, join URLs
+// are TLS, and a directory that is no signer directory is refused naming
+// its file.
+func TestNATSTrustFlags(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	for _, tc := range []struct {
+		args  []string
+		field string
+	}{
+		{[]string{"--nats-trust", t.TempDir()}, "join_urls"},
+		{[]string{"--join-urls", "tls://n1:4222"}, "join_urls"},
+		{[]string{"--nats-trust", t.TempDir(), "--join-urls", "nats://n1:4222"}, "join_urls[0]"},
+	} {
+		err := run(context.Background(), tc.args, noEnv, io.Discard)
+		found := false
+		for _, fe := range errs.FieldsOf(err) {
+			found = found || fe.Field == tc.field
+		}
+		if !errors.Is(err, errs.Invalid) || !found {
+			t.Errorf("%v: %v, want Invalid naming %s", tc.args, err, tc.field)
+		}
+	}
+	s := natstest.Start(t)
+	err := run(context.Background(), []string{"--nats-url", s.URL(), "--nats-creds", s.ServiceCredsFile(), "--ops-addr", "",
+		"--nats-trust", t.TempDir(), "--join-urls", "tls://n1:4222"}, noEnv, io.Discard)
+	if !errors.Is(err, errs.Invalid) || !strings.Contains(err.Error(), "account-signing.nk") {
+		t.Fatalf("an empty signer directory: %v, want Invalid naming account-signing.nk", err)
 	}
 }
