@@ -357,6 +357,26 @@ func TestNetstackForwardsUDP(t *testing.T) {
 	}
 }
 
+// TestConfigureRefusals: the device's own refusals come back classified:
+// a listen port another socket holds is a Conflict, a missing key Invalid
+// naming the field.
+func TestConfigureRefusals(t *testing.T) {
+	srv := startNetstack(t)
+	taken, err := net.ListenUDP("udp", &net.UDPAddr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	err = srv.Client.Configure(context.Background(), wireguard.Config{PrivateKey: srv.PrivateKey, ListenPort: taken.LocalAddr().(*net.UDPAddr).Port})
+	if !errors.Is(err, errs.Conflict) {
+		t.Fatalf("a taken port: got %v, want conflict", err)
+	}
+	err = srv.Client.Configure(context.Background(), wireguard.Config{})
+	if f := errs.FieldsOf(err); !errors.Is(err, errs.Invalid) || len(f) != 1 || f[0].Field != "private_key" {
+		t.Fatalf("no key: got %v", err)
+	}
+}
+
 // TestBadPeerRefusedNamingTheField: a peer key that is no usable
 // Curve25519 point is refused before anything reaches the device.
 func TestBadPeerRefusedNamingTheField(t *testing.T) {
