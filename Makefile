@@ -49,7 +49,7 @@ export NATS_IMAGE USERS_IMAGE GATEWAY_IMAGE HEALTH_IMAGE AGENT_IMAGE
 # copied from the build host.
 CA_BUNDLE   ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build run test bench lint fmt clean xray xray-stock wireguard xray-image proto image agent-image ca-bundle tools nats-server nats-image service-images cluster-images cluster-up cluster-check cluster-down
+.PHONY: all build run test bench lint fmt clean xray xray-stock wireguard xray-image proto image agent-image ca-bundle tools nats-server nats-image service-images cluster-images cluster-up cluster-check cluster-down agent-binaries
 
 all: build
 
@@ -130,16 +130,28 @@ cluster-check:
 cluster-down:
 	deploy/cluster/down.sh
 
+## agent-binaries: vpn-agent and vpn-xray for every architecture the gateway serves new hosts (bin/vpn-agent-linux-amd64, bin/xray-linux-arm64, ...), next to vpnd: GET /install/agent.sh installs them (--agent-binaries)
+AGENT_ARCHES ?= amd64 arm64
+agent-binaries:
+	@mkdir -p $(BIN)
+	@for arch in $(AGENT_ARCHES); do \
+		echo "linux/$$arch"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/vpn-agent-linux-$$arch ./services/runtime-agent/cmd/vpn-agent || exit 1; \
+		(cd services/runtime-agent && CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/xray-linux-$$arch ./cmd/vpn-xray) || exit 1; \
+	done
+
 ## ca-bundle: the build host's CA certificates into bin/, for the images
 ca-bundle:
 	@mkdir -p $(BIN)
 	@test -s $(CA_BUNDLE) || { echo "no CA bundle at $(CA_BUNDLE): install ca-certificates or set CA_BUNDLE"; exit 1; }
 	cp $(CA_BUNDLE) $(BIN)/ca-certificates.crt
 
-## tools: what tests need besides Go and Docker, installed with apt-get when missing: systemd-analyze and systemd-sysusers (package systemd; the deploy/systemd tests), docker-compose where a Docker engine answers (the compose test); .ci/run runs it
+## tools: what tests need besides Go and Docker, installed with apt-get when missing: systemd-analyze and systemd-sysusers (package systemd; the deploy/systemd and agent install tests), shellcheck (the served install script), docker-compose where a Docker engine answers (the compose test); .ci/run runs it
 tools:
 	@command -v systemd-analyze >/dev/null 2>&1 && command -v systemd-sysusers >/dev/null 2>&1 || { \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd; }
+	@command -v shellcheck >/dev/null 2>&1 || { \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends shellcheck; }
 	@if docker info >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-compose; fi
 

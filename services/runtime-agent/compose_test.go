@@ -155,20 +155,7 @@ func TestComposeServesUsers(t *testing.T) {
 	if err := api.do(ctx, http.MethodPost, "/api/v1/users", user.CreateRequest{Name: "alice"}, &u); err != nil {
 		t.Fatalf("creating a user: %v", err)
 	}
-	var link string
-	waitUntil(t, time.Minute, func() error {
-		var lr user.LinksResponse
-		if err := api.do(ctx, http.MethodGet, "/api/v1/users/"+u.ID+"/links", nil, &lr); err != nil {
-			return err
-		}
-		for _, l := range lr.Links {
-			if l.Server == srv.ID && l.Protocol == user.VLESSReality {
-				link = l.URL
-				return nil
-			}
-		}
-		return fmt.Errorf("no vless-reality link on %s: %+v", srv.ID, lr)
-	})
+	link := api.link(t, u.ID, srv.ID, user.VLESSReality, time.Minute)
 	client := xraytest.StartClient(t, xraytest.Binary(t), outbound(t, link))
 	connects(t, client, target, "alice over vless-reality through the compose vpnd")
 }
@@ -458,6 +445,27 @@ func (c apiClient) do(ctx context.Context, method, path string, body, out any) e
 		return errors.New(method + " " + path + ": " + resp.Status + ": " + string(data))
 	}
 	return json.Unmarshal(data, out)
+}
+
+// link waits up to within for the user's link of protocol on the server
+// (its node applied the server and holds the user) and returns it.
+func (c apiClient) link(t *testing.T, userID, serverID string, protocol user.Protocol, within time.Duration) string {
+	t.Helper()
+	var link string
+	waitUntil(t, within, func() error {
+		var lr user.LinksResponse
+		if err := c.do(context.Background(), http.MethodGet, "/api/v1/users/"+userID+"/links", nil, &lr); err != nil {
+			return err
+		}
+		for _, l := range lr.Links {
+			if l.Server == serverID && l.Protocol == protocol {
+				link = l.URL
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s link on %s: %+v", protocol, serverID, lr)
+	})
+	return link
 }
 
 func randomSuffix(t *testing.T) string {
