@@ -13,6 +13,7 @@ replace github.com/vpnfleet/vpnfleet/services/health => ../health
 replace github.com/vpnfleet/vpnfleet/services/runtime-agent => ../runtime-agent
 
 require (
+	github.com/Jigsaw-Code/outline-sdk v0.0.20
 	github.com/nats-io/nats.go v1.55.0
 	github.com/vpnfleet/vpnfleet/services/gateway v0.0.0-00010101000000-000000000000
 	github.com/vpnfleet/vpnfleet/services/runtime-agent v0.0.0-00010101000000-000000000000
@@ -55,6 +56,7 @@ require (
 	github.com/refraction-networking/utls v1.8.3-0.20260301010127-aa6edf4b11af // indirect
 	github.com/sagernet/sing v0.5.1 // indirect
 	github.com/sagernet/sing-shadowsocks v0.2.7 // indirect
+	github.com/shadowsocks/go-shadowsocks2 v0.1.5 // indirect
 	github.com/sirupsen/logrus v1.10.2 // indirect
 	github.com/skip2/go-qrcode v0.0.0-20200617195104-da1b6568686e // indirect
 	github.com/xtls/reality v0.0.0-20260322125925-9234c772ba8f // indirect
@@ -90,8 +92,8 @@ require (
 	github.com/moby/moby/api v1.56.1 // indirect
 	github.com/moby/moby/client v0.6.2 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
-	github.com/nats-io/jwt/v2 v2.8.2 // indirect
-	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/nats-io/jwt/v2 v2.8.2
+	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/opencontainers/go-digest v1.0.0 // indirect

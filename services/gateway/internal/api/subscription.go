@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/vpnfleet/vpnfleet/services/gateway/internal/sub"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
@@ -18,11 +20,16 @@ type Subscription struct {
 	URL    string `json:"url"`
 	// Formats maps each format to a URL that asks for it explicitly.
 	Formats map[string]string `json:"formats"`
+	// OutlineKey is the user's dynamic Outline access key, set when the
+	// user has the outline protocol: ssconf:// and the outline format's
+	// URL, which Outline's apps fetch over https (serve the gateway over
+	// https, e.g. behind --public-url https://…).
+	OutlineKey string `json:"outline_key,omitempty"`
 }
 
 func (s *Server) subscriptionOf(r *http.Request, u user.User, tok string) Subscription {
 	url := s.publicBase(r) + "/sub/" + tok
-	return Subscription{
+	out := Subscription{
 		UserID: u.ID, Name: u.Name, Token: tok, URL: url,
 		Formats: map[string]string{
 			user.FormatBase64:  url + "?format=" + user.FormatBase64,
@@ -30,6 +37,13 @@ func (s *Server) subscriptionOf(r *http.Request, u user.User, tok string) Subscr
 			user.FormatSingBox: url + "?format=" + user.FormatSingBox,
 		},
 	}
+	if u.Has(protocol.Outline) {
+		outline := url + "?format=" + user.FormatOutline
+		out.Formats[user.FormatOutline] = outline
+		_, rest, _ := strings.Cut(outline, "://")
+		out.OutlineKey = "ssconf://" + rest + "#" + u.Name
+	}
+	return out
 }
 
 // publicBase is the base of the subscription URLs handed out for r:
@@ -142,6 +156,9 @@ func (s *Server) subscription(w http.ResponseWriter, r *http.Request) error {
 			resp = every
 			w.Header().Set(sub.HealthHeader, sub.HealthUnknown)
 		}
+	}
+	if format == user.FormatOutline && resp.Links == 0 {
+		return errs.New(errs.NotFound, "no outline access key: no serving node offers outline to this user")
 	}
 	sub.SetHeaders(w.Header(), u, format)
 	w.Header().Set("Content-Type", resp.ContentType)

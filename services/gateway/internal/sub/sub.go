@@ -145,7 +145,7 @@ func (t *Tokens) User(ctx context.Context, tok string) (string, error) {
 }
 
 // Format picks the subscription format: ?format= first (base64, clash,
-// mihomo, sing-box), then the client's User-Agent, then base64.
+// mihomo, sing-box, outline), then the client's User-Agent, then base64.
 func Format(r *http.Request) (string, error) {
 	switch f := strings.ToLower(r.URL.Query().Get("format")); f {
 	case "":
@@ -155,8 +155,10 @@ func Format(r *http.Request) (string, error) {
 		return user.FormatClash, nil
 	case user.FormatSingBox, "singbox":
 		return user.FormatSingBox, nil
+	case user.FormatOutline:
+		return user.FormatOutline, nil
 	default:
-		return "", errs.Field("format", "must be base64, clash (mihomo) or sing-box")
+		return "", errs.Field("format", "must be base64, clash (mihomo), sing-box or outline")
 	}
 	ua := strings.ToLower(r.UserAgent())
 	for _, c := range []struct{ needle, format string }{
@@ -211,6 +213,7 @@ var extensions = map[string]string{
 	user.FormatBase64:  ".txt",
 	user.FormatClash:   ".yaml",
 	user.FormatSingBox: ".json",
+	user.FormatOutline: ".json",
 }
 
 // SetHeaders sets the headers subscription clients read: traffic used and

@@ -8,6 +8,7 @@ package endpoints
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,6 +19,7 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/users/internal/registry"
 	"github.com/vpnfleet/vpnfleet/shared/bus"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
+	"github.com/vpnfleet/vpnfleet/shared/protocol"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/user"
 )
@@ -147,11 +149,20 @@ func (h handlers) subscription(ctx context.Context, req user.SubscriptionRequest
 	if err != nil {
 		return user.SubscriptionResponse{}, err
 	}
-	body, ct, err := links.Subscription(resp.Links, req.Format)
+	ls := resp.Links
+	if req.Format == user.FormatOutline {
+		// A dynamic access key is one Outline server: no Outline link
+		// is no body, which the gateway answers as it answers no links.
+		ls = slices.DeleteFunc(ls, func(l user.Link) bool { return l.Protocol != protocol.Outline })
+		if len(ls) == 0 {
+			return user.SubscriptionResponse{ContentType: links.ContentTypeOutline}, nil
+		}
+	}
+	body, ct, err := links.Subscription(ls, req.Format)
 	if err != nil {
 		return user.SubscriptionResponse{}, err
 	}
-	return user.SubscriptionResponse{ContentType: ct, Body: body, Links: len(resp.Links)}, nil
+	return user.SubscriptionResponse{ContentType: ct, Body: body, Links: len(ls)}, nil
 }
 
 func (h handlers) qr(ctx context.Context, req user.QRRequest) (user.QRResponse, error) {

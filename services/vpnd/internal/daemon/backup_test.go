@@ -76,10 +76,8 @@ func (in installation) waitApplied(t *testing.T, ids []string) {
 	})
 }
 
-// populate deploys four servers (one per protocol), generates n users as
-// a bulk job, and adds an operator token; it returns the servers' ids and
-// the operator's token.
-func (in installation) populate(t *testing.T, n int, dest string) (servers []string, operator string) {
+// waitNode waits until the installation's node has registered.
+func (in installation) waitNode(t *testing.T) {
 	t.Helper()
 	waitfor.Cond(t, 30*time.Second, func() error {
 		var list struct {
@@ -95,6 +93,14 @@ func (in installation) populate(t *testing.T, n int, dest string) (servers []str
 		}
 		return nil
 	})
+}
+
+// populate deploys four servers (one per protocol), generates n users as
+// a bulk job, and adds an operator token; it returns the servers' ids and
+// the operator's token.
+func (in installation) populate(t *testing.T, n int, dest string) (servers []string, operator string) {
+	t.Helper()
+	in.waitNode(t)
 	inbounds := []server.InboundRequest{
 		{Protocol: user.VLESSReality, Dest: dest, ServerNames: []string{"www.example.com"}},
 		{Protocol: user.Shadowsocks2022, Method: user.SS2022AES128GCM},
