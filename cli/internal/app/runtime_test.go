@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/vpnfleet/vpnfleet/cli/internal/client"
+	"github.com/vpnfleet/vpnfleet/shared/bus"
+	"github.com/vpnfleet/vpnfleet/shared/errs"
 	"github.com/vpnfleet/vpnfleet/shared/node"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
@@ -25,7 +27,7 @@ func TestRuntimeStatusAndSwitch(t *testing.T) {
 	h := newHarness(t)
 	h.login()
 	h.must("nodes", "add", "eu1")
-	h.putRuntimesNode("eu1", "docker", "process")
+	h.putRuntimesNode("eu1", time.Now(), "docker", "process")
 	srv := "3f1b2c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
 	h.putServer(srv, "eu1")
 	h.reportServer(srv, server.Status{State: server.StateApplied, PublicHost: "203.0.113.7", Runtime: "docker"})
@@ -78,17 +80,44 @@ func TestRuntimeStatusAndSwitch(t *testing.T) {
 	if created.Runtime != "process" {
 		t.Fatalf("server created after the switch names runtime %q, want process", created.Runtime)
 	}
+
+	// Moves that cannot happen are refused before anything changes.
+	move := func(rt string) error {
+		_, err := bus.Request[server.Server](context.Background(), h.ns.Conn(), subject.ServersCmd(subject.ServersUpdate), server.UpdateRequest{ID: srv, Runtime: &rt})
+		return err
+	}
+	for _, tc := range []struct {
+		what, runtime, field string
+		class                errs.Class
+	}{
+		{"the runtime it runs on", "docker", "runtime", errs.Invalid},
+		{"a runtime the node lacks", "containerd", "runtime", errs.Invalid},
+		{"no such runtime", "podman", "runtime", errs.Invalid},
+	} {
+		if err := move(tc.runtime); !errors.Is(err, tc.class) || len(errs.FieldsOf(err)) != 1 || errs.FieldsOf(err)[0].Field != tc.field {
+			t.Fatalf("moving to %s: err %v, want %v on field %s", tc.what, err, tc.class, tc.field)
+		}
+	}
+	h.putRuntimesNode("eu1", time.Now().Add(-time.Hour), "docker", "process")
+	if err := move("process"); !errors.Is(err, errs.Conflict) || len(errs.FieldsOf(err)) != 1 || errs.FieldsOf(err)[0].Field != "node" {
+		t.Fatalf("moving on a node that is down: err %v, want Conflict on field node", err)
+	}
+	s, err := bus.Request[server.Server](context.Background(), h.ns.Conn(), subject.ServersCmd(subject.ServersGet), server.GetRequest{ID: srv})
+	if err != nil || s.Runtime != "" {
+		t.Fatalf("after the refusals the server names runtime %q (%v), want none", s.Runtime, err)
+	}
 }
 
 // putRuntimesNode registers a node whose agent offers kinds (the first is
-// its default, chosen by auto), as a multi-runtime agent does.
-func (h *harness) putRuntimesNode(id string, kinds ...string) {
+// its default, chosen by auto), as a multi-runtime agent does, with its
+// last heartbeat at beat.
+func (h *harness) putRuntimesNode(id string, beat time.Time, kinds ...string) {
 	h.t.Helper()
 	kv, err := h.js.KeyValue(context.Background(), subject.BucketNodes)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	now := time.Now().UTC()
+	now := beat.UTC()
 	n := node.Node{ID: id, Hostname: id, PublicAddr: "203.0.113.7", Runtime: kinds[0], RuntimeChosen: "auto: the docker engine answers at /var/run/docker.sock",
 		State: node.StateRunning, StartedAt: now, HeartbeatAt: now, HeartbeatEvery: time.Minute, AgentVersion: "dev"}
 	for _, k := range kinds {

@@ -175,6 +175,31 @@ func (r *Registry) enrolledDefault(ctx context.Context, id string) (string, erro
 	return en.DefaultRuntime, nil
 }
 
+// checkMove refuses, before anything changes, a move of cur to the
+// runtime next names that cannot happen: one the node lacks, the one it
+// already runs on, or any while the node's agent is down or stopped (it
+// could not move the server, and a move left half-done would be its to
+// finish at its next start).
+func (r *Registry) checkMove(ctx context.Context, cur, next server.Server) error {
+	if err := r.checkRuntime(ctx, next); err != nil || next.Runtime == "" {
+		return err
+	}
+	if st := ReadStatus(ctx, r.status, cur); st.Serving() && st.Runtime == next.Runtime {
+		return errs.Field("runtime", "server "+cur.Name+" already runs on "+next.Runtime)
+	}
+	records, err := r.nodeRecords(ctx, cur.Node)
+	if err != nil {
+		return err
+	}
+	n, seen := records[cur.Node]
+	if state := agentState(n, seen, r.now()); state != node.AgentRunning {
+		return &errs.Error{Class: errs.Conflict, Msg: "node " + cur.Node + " cannot move servers now", Fields: []errs.FieldError{{
+			Field: "node", Rule: "node " + cur.Node + "'s agent is " + state + "; a server moves only while its node's agent runs",
+		}}}
+	}
+	return nil
+}
+
 // checkRuntime refuses a server that names a runtime its node lacks,
 // as the node's agent last reported (the nodes bucket). A node that has
 // not reported is not checked: its agent reports such a server failed.

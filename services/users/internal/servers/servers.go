@@ -366,7 +366,7 @@ func (r *Registry) Update(ctx context.Context, req server.UpdateRequest) (server
 			return cur, err
 		}
 		if next.Runtime != cur.Runtime {
-			if err := r.checkRuntime(ctx, next); err != nil {
+			if err := r.checkMove(ctx, cur, next); err != nil {
 				return server.Server{}, err
 			}
 		}
