@@ -25,6 +25,9 @@ type subscription struct {
 	Token   string            `json:"token"`
 	URL     string            `json:"url"`
 	Formats map[string]string `json:"formats"`
+	// OutlineKey is the dynamic Outline access key (ssconf://), for users
+	// with the outline protocol.
+	OutlineKey string `json:"outline_key,omitempty"`
 }
 
 func userPath(ref string, rest ...string) string {
@@ -608,7 +611,7 @@ func (a *app) usersSubCmd() *cobra.Command {
 		Use:     "sub NAME",
 		Aliases: []string{"subscription"},
 		Short:   "Print a user's subscription URL (import it in a client app)",
-		Example: "  vpn users sub alice\n  vpn users sub alice --format clash\n  vpn users sub alice --rotate",
+		Example: "  vpn users sub alice\n  vpn users sub alice --format clash\n  vpn users sub carol --format outline\n  vpn users sub alice --rotate",
 		Args:    args(1, "one user name or id"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.client()
@@ -628,7 +631,12 @@ func (a *app) usersSubCmd() *cobra.Command {
 				return p.Value(s)
 			}
 			u := s.URL
-			if format != "" {
+			if format == user.FormatOutline {
+				if s.OutlineKey == "" {
+					return usagef("--format outline: %s does not have the outline protocol", s.Name)
+				}
+				u = s.OutlineKey
+			} else if format != "" {
 				f, ok := s.Formats[format]
 				if !ok {
 					return usagef("--format must be base64, clash or sing-box")
@@ -640,7 +648,7 @@ func (a *app) usersSubCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&rotate, "rotate", false, "replace the URL; the old one stops working")
-	cmd.Flags().StringVar(&format, "format", "", "print the URL that asks for this format: base64, clash or sing-box")
+	cmd.Flags().StringVar(&format, "format", "", "print the URL that asks for this format: base64, clash or sing-box; outline prints the dynamic Outline access key (ssconf://)")
 	return cmd
 }
 
