@@ -59,6 +59,11 @@ type Config struct {
 	// (default 4 MiB), doubled up to XrayMaxReply when a reply is larger.
 	// Tests lower it to fill an inbound past it with few users.
 	XrayFirstReply int
+	// LimitCapabilities makes New drop, once the runtimes are open, every
+	// capability the agent does not use on them (limitCapabilities). The
+	// binaries set it (vpn-agent, vpnd); it changes the whole process, so
+	// tests running agents in their own process leave it off.
+	LimitCapabilities bool
 }
 
 // DefaultConfig returns the agent's defaults.
@@ -155,6 +160,16 @@ func New(ctx context.Context, cfg Config, env svc.Env, rt runtime.Runtime) (*Age
 	if rt == nil {
 		if rts, err = OpenRuntimes(ctx, cfg, id, env.DataDir, log); err != nil {
 			return nil, err
+		}
+		if cfg.LimitCapabilities {
+			var kinds []runtime.Kind
+			for _, r := range rts.All() {
+				kinds = append(kinds, r.Kind())
+			}
+			if err := limitCapabilities(log, cfg, kinds); err != nil {
+				rts.Close()
+				return nil, err
+			}
 		}
 	} else {
 		set, err := runtime.NewSet(rt.Kind(), rt)

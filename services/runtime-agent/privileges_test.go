@@ -31,16 +31,7 @@ func TestServerBelowPort1024(t *testing.T) {
 			}
 			f := newFleet(t, tt.runtime)
 			f.startAgent()
-			dest := xraytest.StartTLSDest(t, sni)
-			target := xraytest.StartHTTPTarget(t)
-			low := lowPort(t)
-			s, err := bus.Request[server.Server](f.ctx(), f.nc, subject.ServersCmd(subject.ServersCreate), server.CreateRequest{
-				Node: f.node, Name: "low", Inbounds: inboundRequests(t, dest, map[string]int{"socks": low}),
-			})
-			if err != nil {
-				t.Fatalf("creating a server with socks on port %d: %v", low, err)
-			}
-			f.waitStatus(s.ID, s.Revision, server.StateApplied)
+			s := f.serveBelow1024("alice").srv
 			f.waitEvent(s.ID, event.ServerApplied)
 
 			rs, err := f.running(s.ID)
@@ -63,15 +54,41 @@ func TestServerBelowPort1024(t *testing.T) {
 					st.CapEff, st.CapPrm, st.CapBnd, st.NoNewPrivs, netBindService)
 			}
 
-			u := f.createUser("alice")
-			link, ok := f.links(u.ID, s.ID)[user.SOCKS5]
-			if !ok {
-				t.Fatal("no socks link for alice")
-			}
-			c := xraytest.StartClient(t, xraytest.Binary(t), outbound(t, link))
-			connects(t, c, target, fmt.Sprintf("alice over socks on port %d", low))
 		})
 	}
+}
+
+// lowServer is a server whose SOCKS5 inbound listens below port 1024, with
+// a client of a user through it.
+type lowServer struct {
+	srv          server.Server
+	client       *xraytest.Client
+	dest, target string // REALITY's dest, what the client fetches
+	port         int
+}
+
+// serveBelow1024 creates a server on the fleet's node whose SOCKS5 inbound
+// listens on a port below 1024, waits until it is applied, and checks that
+// a new user, name, passes traffic through that port with a real client.
+func (f *fleet) serveBelow1024(name string) lowServer {
+	t := f.t
+	t.Helper()
+	ls := lowServer{dest: xraytest.StartTLSDest(t, sni), target: xraytest.StartHTTPTarget(t), port: lowPort(t)}
+	s, err := bus.Request[server.Server](f.ctx(), f.nc, subject.ServersCmd(subject.ServersCreate), server.CreateRequest{
+		Node: f.node, Name: "low", Inbounds: inboundRequests(t, ls.dest, map[string]int{"socks": ls.port}),
+	})
+	if err != nil {
+		t.Fatalf("creating a server with socks on port %d: %v", ls.port, err)
+	}
+	ls.srv = f.waitStatus(s.ID, s.Revision, server.StateApplied)
+	u := f.createUser(name)
+	link, ok := f.links(u.ID, s.ID)[user.SOCKS5]
+	if !ok {
+		t.Fatalf("no socks link for %s", name)
+	}
+	ls.client = xraytest.StartClient(t, xraytest.Binary(t), outbound(t, link))
+	connects(t, ls.client, ls.target, fmt.Sprintf("%s over socks on port %d", name, ls.port))
+	return ls
 }
 
 // lowPort returns a port below 1024 free on loopback a moment ago.

@@ -14,7 +14,6 @@ import (
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray/xraytest"
 	"github.com/vpnfleet/vpnfleet/shared/natstest"
-	"github.com/vpnfleet/vpnfleet/shared/node"
 	"github.com/vpnfleet/vpnfleet/shared/server"
 	"github.com/vpnfleet/vpnfleet/shared/subject"
 	"github.com/vpnfleet/vpnfleet/shared/waitfor"
@@ -25,15 +24,7 @@ import (
 // waits until the node's view holds them; call it before the agent starts. It returns their ids, sorted.
 func (f *fleet) putUsers(n int) []string {
 	f.t.Helper()
-	// The node is enrolled (as joining does), so the registry keeps its view.
-	enrolls, err := f.js.KeyValue(f.ctx(), subject.BucketEnrollments)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	en, _ := json.Marshal(node.Enrollment{ID: f.node, State: node.EnrollJoined})
-	if _, err := enrolls.Put(f.ctx(), f.node, en); err != nil {
-		f.t.Fatal(err)
-	}
+	f.enroll()
 	kv, err := f.js.KeyValue(f.ctx(), subject.BucketUsers)
 	if err != nil {
 		f.t.Fatal(err)

@@ -74,4 +74,9 @@ const (
 	NATSCA     = "nats_ca"
 	DataDir    = "data_dir"
 	CASHA256   = "ca_sha256"
+	// Kept and Dropped are the capabilities a process keeps (with what
+	// for) and drops; Bounding is its bounding set.
+	Kept     = "kept"
+	Dropped  = "dropped"
+	Bounding = "bounding"
 )

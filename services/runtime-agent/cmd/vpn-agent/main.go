@@ -46,6 +46,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// Agents hold per-node credentials that may not create streams: the
 	// control plane provisions.
 	c.Svc.Provision = false
+	// The agent owns this process: once its runtimes are open it keeps
+	// only the capabilities it uses there.
+	c.Agent.LimitCapabilities = true
 	if ok, err := svc.Healthcheck(ctx, "vpn-agent", &c, func() string { return c.Svc.OpsAddr }, args, getenv, stdout); ok {
 		return err
 	}

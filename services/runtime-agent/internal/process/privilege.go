@@ -1,82 +1,41 @@
 package process
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	goruntime "runtime"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/capability"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
 )
 
-// capNumbers maps capability names (CAP_ prefixed) to their numbers.
-var capNumbers = map[string]uintptr{
-	"CAP_CHOWN": unix.CAP_CHOWN, "CAP_DAC_OVERRIDE": unix.CAP_DAC_OVERRIDE,
-	"CAP_DAC_READ_SEARCH": unix.CAP_DAC_READ_SEARCH, "CAP_FOWNER": unix.CAP_FOWNER,
-	"CAP_FSETID": unix.CAP_FSETID, "CAP_KILL": unix.CAP_KILL, "CAP_SETGID": unix.CAP_SETGID,
-	"CAP_SETUID": unix.CAP_SETUID, "CAP_SETPCAP": unix.CAP_SETPCAP,
-	"CAP_LINUX_IMMUTABLE": unix.CAP_LINUX_IMMUTABLE, "CAP_NET_BIND_SERVICE": unix.CAP_NET_BIND_SERVICE,
-	"CAP_NET_BROADCAST": unix.CAP_NET_BROADCAST, "CAP_NET_ADMIN": unix.CAP_NET_ADMIN,
-	"CAP_NET_RAW": unix.CAP_NET_RAW, "CAP_IPC_LOCK": unix.CAP_IPC_LOCK, "CAP_IPC_OWNER": unix.CAP_IPC_OWNER,
-	"CAP_SYS_MODULE": unix.CAP_SYS_MODULE, "CAP_SYS_RAWIO": unix.CAP_SYS_RAWIO,
-	"CAP_SYS_CHROOT": unix.CAP_SYS_CHROOT, "CAP_SYS_PTRACE": unix.CAP_SYS_PTRACE,
-	"CAP_SYS_PACCT": unix.CAP_SYS_PACCT, "CAP_SYS_ADMIN": unix.CAP_SYS_ADMIN,
-	"CAP_SYS_BOOT": unix.CAP_SYS_BOOT, "CAP_SYS_NICE": unix.CAP_SYS_NICE,
-	"CAP_SYS_RESOURCE": unix.CAP_SYS_RESOURCE, "CAP_SYS_TIME": unix.CAP_SYS_TIME,
-	"CAP_SYS_TTY_CONFIG": unix.CAP_SYS_TTY_CONFIG, "CAP_MKNOD": unix.CAP_MKNOD,
-	"CAP_LEASE": unix.CAP_LEASE, "CAP_AUDIT_WRITE": unix.CAP_AUDIT_WRITE,
-	"CAP_AUDIT_CONTROL": unix.CAP_AUDIT_CONTROL, "CAP_SETFCAP": unix.CAP_SETFCAP,
-	"CAP_MAC_OVERRIDE": unix.CAP_MAC_OVERRIDE, "CAP_MAC_ADMIN": unix.CAP_MAC_ADMIN,
-	"CAP_SYSLOG": unix.CAP_SYSLOG, "CAP_WAKE_ALARM": unix.CAP_WAKE_ALARM,
-	"CAP_BLOCK_SUSPEND": unix.CAP_BLOCK_SUSPEND, "CAP_AUDIT_READ": unix.CAP_AUDIT_READ,
-	"CAP_PERFMON": unix.CAP_PERFMON, "CAP_BPF": unix.CAP_BPF,
-	"CAP_CHECKPOINT_RESTORE": unix.CAP_CHECKPOINT_RESTORE,
-}
-
-// agentCaps is what the agent itself holds, read once at New: it decides
-// whether the runtime can switch users and which capabilities a workload
-// may be given.
-type agentCaps struct {
-	effective, permitted, ambient uint64
-}
+// agentCaps is what the agent itself holds: it decides whether the
+// runtime can switch users and which capabilities a workload may be given.
+type agentCaps capability.Sets
 
 func readAgentCaps() (agentCaps, error) {
-	f, err := os.Open("/proc/thread-self/status")
+	s, err := capability.Current()
 	if err != nil {
 		return agentCaps{}, errs.Wrap(errs.Unavailable, err, "reading the agent's capabilities")
 	}
-	defer f.Close()
-	var a agentCaps
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), ":")
-		var dst *uint64
-		switch k {
-		case "CapEff":
-			dst = &a.effective
-		case "CapPrm":
-			dst = &a.permitted
-		case "CapAmb":
-			dst = &a.ambient
-		default:
-			continue
-		}
-		n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		if err != nil {
-			return agentCaps{}, errs.Wrap(errs.Internal, err, "parsing %s of the agent", k)
-		}
-		*dst = n
-	}
-	return a, sc.Err()
+	return agentCaps(s), nil
 }
 
-func (a agentCaps) has(c uintptr) bool { return a.effective&(1<<c) != 0 }
+// held is what the agent holds now. The agent narrows its capabilities
+// after opening its runtimes (package capability), so they are read when
+// used; what New read stands in if /proc cannot be read.
+func (r *Runtime) held() agentCaps {
+	if a, err := readAgentCaps(); err == nil {
+		return a
+	}
+	return r.agent
+}
+
+func (a agentCaps) has(c uintptr) bool { return a.Effective.Has(c) }
 
 // canSwitchUser tells whether spawned processes can get another uid/gid
 // and no supplementary groups.
@@ -91,12 +50,13 @@ type privileges struct {
 	keep    uint64 // capability mask kept in the bounding set
 	drop    bool
 	nnp     bool
+	held    agentCaps // the agent's own
 }
 
 // privilegesFor checks the privilege fields of rec against what the agent
 // holds: a capability the agent does not hold cannot be handed on.
 func (r *Runtime) privilegesFor(rec record) (privileges, error) {
-	p := privileges{drop: rec.DropCapabilities, nnp: rec.NoNewPrivileges}
+	p := privileges{drop: rec.DropCapabilities, nnp: rec.NoNewPrivileges, held: r.held()}
 	if rec.User != "" {
 		uid, gid, err := runtime.Spec{User: rec.User}.UIDGID()
 		if err != nil {
@@ -108,16 +68,16 @@ func (r *Runtime) privilegesFor(rec record) (privileges, error) {
 		return p, nil
 	}
 	for _, name := range (runtime.Spec{Capabilities: rec.Capabilities}).CapabilityNames() {
-		c, ok := capNumbers[name]
+		c, ok := capability.Number(name)
 		if !ok {
 			return p, errs.Field("capabilities", fmt.Sprintf("unknown capability %s", name))
 		}
-		if r.agent.permitted&(1<<c) == 0 {
+		if !p.held.Permitted.Has(c) {
 			return p, errs.Field("capabilities", fmt.Sprintf("the agent does not hold %s, so it cannot hand it on", name))
 		}
 		p.keep |= 1 << c
 		switch {
-		case p.cred == nil && os.Geteuid() != 0 && r.agent.ambient&(1<<c) != 0:
+		case p.cred == nil && os.Geteuid() != 0 && p.held.Ambient.Has(c):
 			// Already ambient in the agent (systemd's AmbientCapabilities):
 			// the child inherits it, with no capset, which the shipped
 			// units' system-call filter forbids.
@@ -157,7 +117,7 @@ func (r *Runtime) forkExec(argv0 string, argv []string, attr *syscall.ProcAttr, 
 		}
 		if p.drop {
 			for c := uintptr(0); c < 64; c++ {
-				if r.agent.ambient&(1<<c) == 0 || p.keep&(1<<c) != 0 {
+				if !p.held.Ambient.Has(c) || p.keep&(1<<c) != 0 {
 					continue
 				}
 				if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_LOWER, c, 0, 0); err != nil {
@@ -165,7 +125,7 @@ func (r *Runtime) forkExec(argv0 string, argv []string, attr *syscall.ProcAttr, 
 					return
 				}
 			}
-			if r.agent.has(unix.CAP_SETPCAP) {
+			if p.held.has(unix.CAP_SETPCAP) {
 				for c := uintptr(0); c < 64; c++ {
 					if p.keep&(1<<c) != 0 {
 						continue

@@ -29,7 +29,9 @@
 // spec asks for them: no memory limit (so no OOM events), no mounts, no
 // health checks, host network only. Stats come from /proc/<pid> of the main process
 // only (children it forks are not counted); network counters are zero since
-// the process shares the host's network namespace. Log lines carry no
+// the process shares the host's network namespace, and block I/O is zero
+// for a process of another user unless the agent holds CAP_SYS_PTRACE
+// (vpn-agent keeps none). Log lines carry no
 // timestamps, stdout and stderr are merged, and the exit code of a process
 // adopted from a previous agent is unknown (-1) since only its parent can
 // read it.
@@ -264,7 +266,7 @@ func (r *Runtime) Version(context.Context) (string, error) {
 }
 
 // Capabilities implements runtime.Runtime.
-func (r *Runtime) Capabilities() runtime.Capabilities { return capsFor(r.agent) }
+func (r *Runtime) Capabilities() runtime.Capabilities { return capsFor(r.held()) }
 
 // EnsureImage checks that ref is an executable file; processes cannot be
 // pulled.

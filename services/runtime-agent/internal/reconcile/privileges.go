@@ -1,12 +1,14 @@
 package reconcile
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 
+	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/capability"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/runtime"
 	"github.com/vpnfleet/vpnfleet/services/runtime-agent/internal/xray"
 	"github.com/vpnfleet/vpnfleet/shared/errs"
@@ -75,7 +77,7 @@ func (r *Reconciler) privilegesFor(rt runtime.Runtime, spec xray.Spec) xrayPrivi
 			path string
 			mode uint32
 		}{{r.cfg.XrayBin, 0o1}, {r.cfg.DataDir, 0o1}} {
-			if blocked := unreachable(need.path, need.mode, uid, gid); blocked != "" {
+			if blocked := capability.Unreachable(need.path, need.mode, uid, []uint32{gid}); blocked != "" {
 				r.log.Warn("xray runs as the agent's user: the xray user cannot reach its files",
 					logkey.Detail, r.cfg.XrayUser, logkey.Path, blocked)
 				p.user = ""
@@ -85,45 +87,6 @@ func (r *Reconciler) privilegesFor(rt runtime.Runtime, spec xray.Spec) xrayPrivi
 	}
 	p.owner = [2]int{int(uid), int(gid)}
 	return p
-}
-
-// unreachable returns the first path on the way to path (path itself
-// included, needing the permission bits mode: 1 execute, 4 read) that
-// uid:gid may not pass, or "" when none.
-func unreachable(path string, mode uint32, uid, gid uint32) string {
-	path = filepath.Clean(path)
-	for p := path; ; p = filepath.Dir(p) {
-		want := uint32(0o1)
-		if p == path {
-			want = mode
-		}
-		fi, err := os.Stat(p)
-		if err != nil {
-			if os.IsNotExist(err) && p != path {
-				return "" // made by the agent with modes it chooses
-			}
-			if !os.IsNotExist(err) {
-				return p
-			}
-		} else if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			perm := uint32(fi.Mode().Perm())
-			var bits uint32
-			switch {
-			case st.Uid == uid:
-				bits = perm >> 6
-			case st.Gid == gid:
-				bits = perm >> 3
-			default:
-				bits = perm
-			}
-			if bits&want != want {
-				return p
-			}
-		}
-		if p == "/" || p == "." {
-			return ""
-		}
-	}
 }
 
 // openDataDir makes the data dir passable (never listable) by the Xray
@@ -136,17 +99,44 @@ func openDataDir(dir string) error {
 	return nil
 }
 
-// handConfig makes the config dir and file of dir owned by the user Xray
-// runs as, who reads them without CAP_DAC_OVERRIDE (even root's Xray has
-// none); they stay 0700/0600.
+// handConfig lets the user Xray runs as read the config of dir without
+// CAP_DAC_OVERRIDE (even root's Xray has none), while the config dir stays
+// the agent's, which replaces and removes the file without that capability
+// either (vpn-agent drops it): the dir is the agent's with Xray's group
+// (0710), the file Xray's (0600: it holds private keys).
 func (p xrayPrivileges) handConfig(dir string) error {
 	cfgDir := filepath.Join(dir, "config")
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return fmt.Errorf("opening %s for xray: %w", dir, err)
 	}
-	for _, path := range []string{cfgDir, filepath.Join(cfgDir, "config.json")} {
-		if err := os.Lchown(path, p.owner[0], p.owner[1]); err != nil {
-			return fmt.Errorf("handing %s to the xray user: %w", path, err)
+	if err := os.Lchown(cfgDir, os.Geteuid(), p.owner[1]); err != nil {
+		return fmt.Errorf("opening %s to the xray group: %w", cfgDir, err)
+	}
+	if err := os.Chmod(cfgDir, 0o710); err != nil {
+		return fmt.Errorf("opening %s to the xray group: %w", cfgDir, err)
+	}
+	file := filepath.Join(cfgDir, "config.json")
+	if err := os.Lchown(file, p.owner[0], p.owner[1]); err != nil {
+		return fmt.Errorf("handing %s to the xray user: %w", file, err)
+	}
+	return nil
+}
+
+// reclaimConfig gives the config dir of dir back to the agent where an
+// agent of an earlier version handed it to the Xray user (0700), so that
+// an agent without CAP_DAC_OVERRIDE can write into it and remove it.
+func reclaimConfig(dir string) error {
+	cfgDir := filepath.Join(dir, "config")
+	fi, err := os.Lstat(cfgDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reclaiming %s: %w", cfgDir, err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		if err := os.Lchown(cfgDir, os.Geteuid(), -1); err != nil {
+			return fmt.Errorf("reclaiming %s: %w", cfgDir, err)
 		}
 	}
 	return nil

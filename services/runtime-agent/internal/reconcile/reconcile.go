@@ -493,6 +493,7 @@ func (r *Reconciler) removeOrphans(ctx context.Context) {
 	entries, _ := os.ReadDir(r.cfg.DataDir)
 	for _, e := range entries {
 		if e.IsDir() && !known[e.Name()] {
+			_ = reclaimConfig(filepath.Join(r.cfg.DataDir, e.Name()))
 			_ = os.RemoveAll(filepath.Join(r.cfg.DataDir, e.Name()))
 		}
 	}

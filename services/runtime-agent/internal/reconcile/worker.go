@@ -843,6 +843,9 @@ func (w *worker) teardown(ctx context.Context) (bool, error) {
 		}
 	}
 	w.setInstance(nil)
+	if err := reclaimConfig(w.dir); err != nil {
+		w.log.Warn("removing server files", logkey.Err, err)
+	}
 	if err := os.RemoveAll(w.dir); err != nil {
 		w.log.Warn("removing server files", logkey.Err, err)
 	}
@@ -927,6 +930,9 @@ func (w *worker) record(ctx context.Context, rep statusReport) error {
 // atomically (a running Xray has read its own already), owned by the user
 // Xray runs as (mode 0600: it holds private keys).
 func writeConfig(dir string, cfg []byte, priv xrayPrivileges) error {
+	if err := reclaimConfig(dir); err != nil {
+		return err
+	}
 	if err := atomicfile.Write(filepath.Join(dir, "config", "config.json"), cfg, 0o600, false); err != nil {
 		return err
 	}

@@ -8,4 +8,4 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/lifecycle"
 )
 
-func main() { lifecycle.Main("vpnd", daemon.Run) }
+func main() { lifecycle.Main("vpnd", daemon.Main) }

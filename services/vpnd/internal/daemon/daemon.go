@@ -40,11 +40,24 @@ import (
 	"github.com/vpnfleet/vpnfleet/shared/version"
 )
 
-// Run is vpnd's main: it returns nil after a clean shutdown when ctx ends,
+// Run is vpnd in the calling process: it returns nil after a clean shutdown when ctx ends,
 // and an Invalid error (exit 2) for bad flags, config or data dir.
 // `vpnd healthcheck [flags]` instead asks a running vpnd's ops listener
 // whether it is ready (the images' HEALTHCHECK).
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	return run(ctx, args, getenv, stdout, false)
+}
+
+// Main is vpnd's main (cmd/vpnd): Run in a process of its own, whose local
+// agent drops, once its runtime is open, every capability it does not use
+// there (agent.Config.LimitCapabilities); vpnd itself needs none once its
+// listeners are bound, which they are by then. Tests call Run instead:
+// they run many vpnds in their own process.
+func Main(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	return run(ctx, args, getenv, stdout, true)
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, ownProcess bool) error {
 	cfg := Defaults()
 	if ok, err := svc.Healthcheck(ctx, "vpnd", &cfg, func() string { return cfg.OpsAddr }, args, getenv, stdout); ok {
 		return err
@@ -52,6 +65,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := config.Load("vpnd", &cfg, args, getenv, stdout); err != nil {
 		return err
 	}
+	cfg.AgentNode.LimitCapabilities = ownProcess
 	dataDir, err := prepareDataDir(cfg.DataDir)
 	if err != nil {
 		return err
