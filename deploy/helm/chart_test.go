@@ -568,7 +568,7 @@ func checkAgent(t *testing.T, ds *appsv1.DaemonSet, node string, privilegedPorts
 		t.Errorf("%s: capabilities %+v, want drop ALL", ds.Name, sc.Capabilities)
 	}
 	if privilegedPorts {
-		want := []corev1.Capability{"CHOWN", "SETUID", "SETGID", "SETPCAP", "NET_BIND_SERVICE"}
+		want := []corev1.Capability{"CHOWN", "SETUID", "SETGID", "SETPCAP", "KILL", "NET_BIND_SERVICE"}
 		if !slices.Equal(sc.Capabilities.Add, want) || psc.RunAsUser == nil || *psc.RunAsUser != 0 {
 			t.Errorf("%s: uid %v with %v, want uid 0 with exactly %v", ds.Name, psc.RunAsUser, sc.Capabilities.Add, want)
 		}
