@@ -193,7 +193,11 @@ func snapshotInto(ctx context.Context, nc *nats.Conn, fw *writer, name string) (
 	}
 	var st streamState
 	_ = json.Unmarshal(resp.State, &st)
-	size, sum, err := fw.section(KindStream, name, &chunks{ctx: ctx, sub: sub, name: name})
+	rctx, stop := context.WithCancel(ctx)
+	c := receive(rctx, sub, name)
+	size, sum, err := fw.section(KindStream, name, c)
+	stop()
+	<-c.ended
 	if err != nil {
 		return Stream{}, err
 	}
@@ -201,44 +205,85 @@ func snapshotInto(ctx context.Context, nc *nats.Conn, fw *writer, name string) (
 		Consumers: st.Consumers, Size: size, SHA256: sum, Config: resp.Config, State: resp.State}, nil
 }
 
-// chunks reads a snapshot's chunks from its deliver subscription,
-// acknowledging each (the server's flow control) until the end marker.
+// chunks is one stream's snapshot as a reader. A goroutine receives the
+// chunks from the deliver subscription and acknowledges each (the
+// server's flow control) as soon as it is buffered, not when the backup's
+// writer has taken it: the server abandons a snapshot whose acknowledgements
+// stall for a few seconds, and a writer may stall that long (an HTTP client
+// on a slow link, a slow disk). Up to bufferedChunks chunks wait for the
+// writer; past that the goroutine stops acknowledging, so memory stays
+// bounded and only a writer stalled that far loses the snapshot.
 type chunks struct {
-	ctx  context.Context
-	sub  *nats.Subscription
-	name string
-	rest []byte
-	done bool
+	name  string
+	data  chan []byte   // received chunks; closed after the last one
+	err   error         // why receiving stopped early; read after data is closed
+	ended chan struct{} // closed when the goroutine has returned
+	rest  []byte
 }
 
 // chunkTimeout bounds the wait for the next chunk: the server gives up on
 // an unacknowledged window after 5 s, so longer means it is gone.
 const chunkTimeout = 30 * time.Second
 
-func (c *chunks) Read(p []byte) (int, error) {
-	for len(c.rest) == 0 {
-		if c.done {
-			return 0, io.EOF
-		}
-		ctx, cancel := context.WithTimeout(c.ctx, chunkTimeout)
-		m, err := c.sub.NextMsgWithContext(ctx)
+// bufferedChunks is how many chunks (of chunkSize) may wait for a slow
+// writer: 64 MiB.
+const bufferedChunks = 512
+
+// snapshotDrained is called when a stream's snapshot has been received to
+// its end; tests use it to see that receiving does not wait for the writer.
+var snapshotDrained = func(stream string) {}
+
+// receive starts receiving a snapshot on sub until its end, an error, or
+// ctx ends.
+func receive(ctx context.Context, sub *nats.Subscription, name string) *chunks {
+	c := &chunks{name: name, data: make(chan []byte, bufferedChunks), ended: make(chan struct{})}
+	go func() {
+		defer close(c.ended)
+		defer close(c.data)
+		c.err = c.run(ctx, sub)
+	}()
+	return c
+}
+
+func (c *chunks) run(ctx context.Context, sub *nats.Subscription) error {
+	for {
+		mctx, cancel := context.WithTimeout(ctx, chunkTimeout)
+		m, err := sub.NextMsgWithContext(mctx)
 		cancel()
 		if err != nil {
-			return 0, errs.Wrap(errs.Unavailable, err, "snapshot of stream %s: waiting for the next chunk", c.name)
+			return errs.Wrap(errs.Unavailable, err, "snapshot of stream %s: waiting for the next chunk", c.name)
 		}
 		if status := m.Header.Get("Status"); status != "" && status != "204" {
-			return 0, errs.New(errs.Unavailable, "snapshot of stream %s failed on the server: %s %s", c.name, status, m.Header.Get("Description"))
+			return errs.New(errs.Unavailable, "snapshot of stream %s failed on the server: %s %s", c.name, status, m.Header.Get("Description"))
 		}
 		if len(m.Data) == 0 {
-			c.done = true
-			continue
+			snapshotDrained(c.name)
+			return nil
+		}
+		select {
+		case c.data <- m.Data:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 		if m.Reply != "" {
 			if err := m.Respond(nil); err != nil {
-				return 0, fmt.Errorf("snapshot of stream %s: acknowledging a chunk: %w", c.name, err)
+				return fmt.Errorf("snapshot of stream %s: acknowledging a chunk: %w", c.name, err)
 			}
 		}
-		c.rest = m.Data
+	}
+}
+
+func (c *chunks) Read(p []byte) (int, error) {
+	for len(c.rest) == 0 {
+		d, ok := <-c.data
+		if !ok {
+			<-c.ended
+			if c.err != nil {
+				return 0, c.err
+			}
+			return 0, io.EOF
+		}
+		c.rest = d
 	}
 	n := copy(p, c.rest)
 	c.rest = c.rest[n:]
