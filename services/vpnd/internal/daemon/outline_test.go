@@ -42,7 +42,7 @@ func TestOutlineAccessKeysPassTraffic(t *testing.T) {
 	in.waitNode(t)
 
 	var srv server.Server
-	in.admin.do(http.MethodPost, "/api/v1/servers", server.CreateRequest{Node: "bk", Name: "outline",
+	in.admin.do(http.MethodPost, "/api/v1/servers", server.CreateRequest{Node: backupNode, Name: "outline",
 		Inbounds: []server.InboundRequest{{Protocol: protocol.Outline, Port: freePortInt(t), Listen: "127.0.0.1"}}}, &srv, nil)
 	in.waitApplied(t, []string{srv.ID})
 
