@@ -234,11 +234,11 @@ func (f *Fleet) Join(ctx context.Context, tokenID string, req node.JoinRequest) 
 	}
 	switch {
 	case en.State == node.EnrollRevoked:
-		return node.JoinResponse{}, errs.Wrap(errs.Forbidden, ErrRevoked, "node %s", req.Node)
+		return node.JoinResponse{}, errs.Wrap(errs.Forbidden, ErrRevoked, "node %s: %v", req.Node, ErrRevoked)
 	case en.State != node.EnrollPending || en.JoinTokenID != tokenID:
-		return node.JoinResponse{}, errs.Wrap(errs.Forbidden, ErrTokenUsed, "node %s", req.Node)
+		return node.JoinResponse{}, errs.Wrap(errs.Forbidden, ErrTokenUsed, "node %s: %v", req.Node, ErrTokenUsed)
 	case !f.now().Before(en.JoinExpires):
-		return node.JoinResponse{}, errs.Wrap(errs.Forbidden, ErrTokenExpired, "node %s", req.Node)
+		return node.JoinResponse{}, errs.Wrap(errs.Forbidden, ErrTokenExpired, "node %s: %v", req.Node, ErrTokenExpired)
 	}
 	token, err := auth.Trust.NodeJWT(req.Node, req.PublicKey)
 	if err != nil {
