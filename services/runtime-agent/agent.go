@@ -166,7 +166,7 @@ func New(ctx context.Context, cfg Config, env svc.Env, rt runtime.Runtime) (*Age
 			for _, r := range rts.All() {
 				kinds = append(kinds, r.Kind())
 			}
-			if err := limitCapabilities(log, cfg, kinds); err != nil {
+			if err := limitCapabilities(log, kinds, rts.Addresses); err != nil {
 				rts.Close()
 				return nil, err
 			}

@@ -21,8 +21,8 @@ type capabilityUse struct {
 	why string
 }
 
-// capabilityUses lists what an agent driving runtimes of the kinds given
-// uses (issue 17: "the agent itself keeps only what it uses"). On every
+// capabilityUses lists what an agent driving the runtimes it opened
+// (engine sockets by kind, as Runtimes.Addresses has them) uses (issue 17: "the agent itself keeps only what it uses"). On every
 // runtime it proves a port free by binding it before an Xray is deployed
 // there (reconcile.portsFree), and hands each Xray its config file, owned
 // by the user Xray runs as; the process runtime also starts Xray as that
@@ -32,7 +32,7 @@ type capabilityUse struct {
 // stat, which the process runtime reads, are open to all (its Xray's
 // /proc/<pid>/io is not: block I/O of an Xray of another user reads as
 // zero rather than keeping CAP_SYS_PTRACE).
-func capabilityUses(cfg Config, kinds []runtime.Kind) []capabilityUse {
+func capabilityUses(kinds []runtime.Kind, addrs map[runtime.Kind]string) []capabilityUse {
 	bind := "proves a port below 1024 free before an xray listens on it"
 	if slices.Contains(kinds, runtime.KindProcess) {
 		bind += ", and hands xray the capability to"
@@ -56,17 +56,11 @@ func capabilityUses(cfg Config, kinds []runtime.Kind) []capabilityUse {
 			gids = append(gids, uint32(g))
 		}
 	}
+	// The sockets the agent opened, not the configured ones: auto mode may
+	// have found containerd at Docker's bundled socket instead.
 	for _, k := range kinds {
-		sock := ""
-		switch k {
-		case runtime.KindDocker:
-			if cfg.DockerHost == "" || strings.HasPrefix(cfg.DockerHost, "unix://") {
-				sock = dockerSocket(cfg.DockerHost)
-			}
-		case runtime.KindContainerd:
-			sock = cfg.ContainerdAddr
-		}
-		if sock != "" && capability.Unreachable(sock, 0o2, uid, gids) != "" {
+		sock := addrs[k]
+		if strings.HasPrefix(sock, "/") && capability.Unreachable(sock, 0o2, uid, gids) != "" {
 			uses = append(uses, capabilityUse{unix.CAP_DAC_OVERRIDE, "opens the " + string(k) + " socket " + sock + ", which this user and its groups may not"})
 		}
 	}
@@ -80,8 +74,8 @@ func capabilityUses(cfg Config, kinds []runtime.Kind) []capabilityUse {
 // why, and what it dropped. An agent holding no more than it uses (the
 // systemd unit: an unprivileged user with ambient CAP_NET_BIND_SERVICE) is
 // left as it was.
-func limitCapabilities(log *slog.Logger, cfg Config, kinds []runtime.Kind) error {
-	uses := capabilityUses(cfg, kinds)
+func limitCapabilities(log *slog.Logger, kinds []runtime.Kind, addrs map[runtime.Kind]string) error {
+	uses := capabilityUses(kinds, addrs)
 	var keep capability.Set
 	for _, u := range uses {
 		keep |= capability.Of(u.cap)
